@@ -1,0 +1,1 @@
+"""shipkit: a declarative agent-service framework over NATS."""

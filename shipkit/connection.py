@@ -1,0 +1,324 @@
+"""One NATS connection per process, shared by every primitive: :class:`ConnectionManager`.
+
+Unlike noesis-ship, where each primitive dials its own connection, shipkit primitives take a
+manager; a primitive built without one makes (and later closes) its own.
+The manager also provisions streams and buckets: existing ones are used as they are, and a
+config that differs from the declaration is reported as a drift warning, never rewritten.
+"""
+
+from __future__ import annotations
+
+import ssl
+from types import TracebackType
+from typing import Any, Literal
+
+import nats
+import structlog
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
+
+from shipkit.config import KvBucketConfig, NatsConfig, ObjectStoreConfig, StreamConfig
+from shipkit.errors import (
+    BucketNotFoundError,
+    NatsConnectionError,
+    NotConnectedError,
+    ProvisioningError,
+    StreamExistsError,
+    StreamNotFoundError,
+    translate_nats_errors,
+)
+
+__all__ = ["ConnectionManager", "ProvisionMode", "resolve_connection"]
+
+ProvisionMode = Literal["create", "verify"]
+
+log = structlog.get_logger(__name__)
+
+
+def _tls_context(config: NatsConfig) -> ssl.SSLContext | None:
+    if not config.uses_tls:
+        return None
+    context = ssl.create_default_context(
+        purpose=ssl.Purpose.SERVER_AUTH,
+        cafile=str(config.tls_ca_file) if config.tls_ca_file else None,
+    )
+    if config.tls_cert_file and config.tls_key_file:
+        context.load_cert_chain(str(config.tls_cert_file), str(config.tls_key_file))
+    return context
+
+
+class ConnectionManager:
+    """Owns the NATS connection and its JetStream context; provisions streams and buckets.
+
+    Use it as an async context manager, or call :meth:`connect` / :meth:`disconnect`::
+
+        async with ConnectionManager(NatsConfig.from_url("nats://localhost:4222")) as conn:
+            await conn.ensure_stream(StreamConfig.event_bus())
+
+    Args:
+        config: how to connect; defaults to :class:`NatsConfig` (environment URL).
+        provision: ``"create"`` creates missing streams/buckets; ``"verify"`` raises
+            :class:`ProvisioningError` instead (for infrastructure-managed deployments).
+    """
+
+    def __init__(self, config: NatsConfig | None = None, *, provision: ProvisionMode = "create") -> None:
+        self.config = config or NatsConfig()
+        self.provision: ProvisionMode = provision
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._streams: dict[str, Any] = {}
+        self._kv: dict[str, KeyValue] = {}
+        self._objects: dict[str, ObjectStore] = {}
+        self._closing = False
+        self._connecting = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def is_connected(self) -> bool:
+        """True while the underlying connection is open (it may be reconnecting)."""
+        return self._nc is not None and not self._nc.is_closed
+
+    async def connect(self) -> ConnectionManager:
+        """Connect if not connected yet; a second call is a no-op.
+
+        Raises:
+            NatsConnectionError: no server in ``config.servers`` accepted the connection; the
+                message names the servers tried and the cause.
+        """
+        if self.is_connected:
+            return self
+        config = self.config
+        options: dict[str, Any] = {
+            "servers": list(config.servers),
+            "name": config.name,
+            "connect_timeout": config.connect_timeout_s,
+            # nats-py retries the initial connect under the reconnect policy (forever with -1);
+            # we want a down server to fail fast: two quick tries per server, and the
+            # configured policy is installed once connected (see below).
+            "allow_reconnect": True,
+            "max_reconnect_attempts": 1,
+            "reconnect_time_wait": 0.05,
+            "ping_interval": config.ping_interval_s,
+            "max_outstanding_pings": config.max_outstanding_pings,
+            "drain_timeout": config.drain_timeout_s,
+            "error_cb": self._on_error,
+            "disconnected_cb": self._on_disconnected,
+            "reconnected_cb": self._on_reconnected,
+        }
+        if config.user is not None:
+            options["user"] = config.user
+        if config.password is not None:
+            options["password"] = config.password.get_secret_value()
+        if config.token is not None:
+            options["token"] = config.token.get_secret_value()
+        if config.nkeys_seed is not None:
+            options["nkeys_seed"] = str(config.nkeys_seed)
+        if config.creds_file is not None:
+            options["user_credentials"] = str(config.creds_file)
+        tls = _tls_context(config)
+        if tls is not None:
+            options["tls"] = tls
+            if config.tls_hostname:
+                options["tls_hostname"] = config.tls_hostname
+        self._connecting = True
+        try:
+            nc = await nats.connect(**options)
+        except Exception as exc:  # OSError, nats errors, ssl errors: all mean "could not connect"
+            raise NatsConnectionError(
+                f"could not connect to NATS at {', '.join(config.servers)}: {type(exc).__name__}: {exc or 'no detail'}"
+                " (is a server running? `shipkit server` starts one)"
+            ) from exc
+        finally:
+            self._connecting = False
+        nc.options["allow_reconnect"] = config.allow_reconnect
+        nc.options["max_reconnect_attempts"] = config.max_reconnect_attempts
+        nc.options["reconnect_time_wait"] = config.reconnect_time_wait_s
+        self._closing = False
+        self._nc = nc
+        self._js = nc.jetstream(timeout=config.request_timeout_s)
+        log.debug("nats.connected", server=str(nc.connected_url.netloc) if nc.connected_url else None)
+        return self
+
+    async def disconnect(self) -> None:
+        """Drain and close the connection (pending publishes are flushed). Idempotent."""
+        nc, self._nc, self._js = self._nc, None, None
+        self._streams.clear()
+        self._kv.clear()
+        self._objects.clear()
+        if nc is None or nc.is_closed:
+            return
+        self._closing = True
+        try:
+            await nc.drain()
+        except Exception as exc:  # a failed drain must still close the socket
+            log.warning("nats.drain_failed", error=f"{type(exc).__name__}: {exc}")
+            await nc.close()
+        finally:
+            self._closing = False
+
+    close = disconnect
+
+    async def __aenter__(self) -> ConnectionManager:
+        return await self.connect()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.disconnect()
+
+    # -- accessors -------------------------------------------------------------------------
+
+    @property
+    def client(self) -> Client:
+        """The nats-py client. Raises :class:`NotConnectedError` before :meth:`connect`."""
+        if self._nc is None or self._nc.is_closed:
+            raise NotConnectedError("not connected to NATS: call `await connect()` first")
+        return self._nc
+
+    @property
+    def jetstream(self) -> JetStreamContext:
+        """The JetStream context. Raises :class:`NotConnectedError` before :meth:`connect`."""
+        if self._js is None or self._nc is None or self._nc.is_closed:
+            raise NotConnectedError("not connected to NATS: call `await connect()` first")
+        return self._js
+
+    @property
+    def max_payload(self) -> int:
+        """The server's maximum message size in bytes."""
+        return int(self.client.max_payload)
+
+    async def request(
+        self, subject: str, payload: bytes, *, timeout_s: float | None = None, headers: dict[str, str] | None = None
+    ) -> Any:
+        """A core request using ``config.request_timeout_s`` unless ``timeout_s`` is given."""
+        timeout = timeout_s if timeout_s is not None else self.config.request_timeout_s
+        with translate_nats_errors(f"request {subject}"):
+            return await self.client.request(subject, payload, timeout=timeout, headers=headers)
+
+    # -- provisioning ----------------------------------------------------------------------
+
+    async def ensure_stream(self, config: StreamConfig) -> Any:
+        """Create the stream if missing (or verify it exists); return its ``StreamInfo``.
+
+        An existing stream is used as it is; fields differing from ``config`` are logged as
+        ``stream.drift`` with declared and actual values.
+        """
+        if config.name in self._streams:
+            return self._streams[config.name]
+        js = self.jetstream
+        info = await self._stream_info(config.name)
+        if info is None:
+            if self.provision == "verify":
+                raise ProvisioningError(
+                    f"stream {config.name!r} (subjects {config.subjects}) does not exist and provision mode is "
+                    "'verify': create it with your infrastructure tooling or run without --verify"
+                )
+            try:
+                with translate_nats_errors(f"create stream {config.name}"):
+                    info = await js.add_stream(config.to_nats())
+                log.info("stream.provisioned", stream=config.name, subjects=config.subjects)
+            except StreamExistsError:
+                info = await self._stream_info(config.name)  # lost a creation race: use theirs
+        if info is not None:
+            self._report_drift("stream.drift", config.name, config.drift(info.config))
+        self._streams[config.name] = info
+        return info
+
+    async def _stream_info(self, name: str) -> Any | None:
+        try:
+            with translate_nats_errors(f"stream info {name}"):
+                return await self.jetstream.stream_info(name)
+        except StreamNotFoundError:
+            return None
+
+    async def ensure_kv_bucket(self, config: KvBucketConfig) -> KeyValue:
+        """Create the KV bucket if missing (or verify it exists); return the nats-py handle."""
+        cached = self._kv.get(config.bucket)
+        if cached is not None:
+            return cached
+        js = self.jetstream
+        try:
+            with translate_nats_errors(f"kv bucket {config.bucket}"):
+                kv = await js.key_value(config.bucket)
+            backing = await self._backing_config(f"KV_{config.bucket}")
+            self._report_drift("kv.drift", config.bucket, config.drift(backing))
+        except BucketNotFoundError:
+            if self.provision == "verify":
+                raise ProvisioningError(
+                    f"KV bucket {config.bucket!r} does not exist and provision mode is 'verify'"
+                ) from None
+            with translate_nats_errors(f"create kv bucket {config.bucket}"):
+                kv = await js.create_key_value(config.to_nats())
+            log.info("kv.provisioned", bucket=config.bucket, history=config.history, ttl_s=config.ttl_s)
+        self._kv[config.bucket] = kv
+        return kv
+
+    async def ensure_object_store(self, config: ObjectStoreConfig) -> ObjectStore:
+        """Create the object bucket if missing (or verify it exists); return the nats-py handle."""
+        cached = self._objects.get(config.bucket)
+        if cached is not None:
+            return cached
+        js = self.jetstream
+        try:
+            with translate_nats_errors(f"object bucket {config.bucket}"):
+                store = await js.object_store(config.bucket)
+            self._report_drift(
+                "objects.drift", config.bucket, config.drift(await self._backing_config(f"OBJ_{config.bucket}"))
+            )
+        except (BucketNotFoundError, StreamNotFoundError):
+            if self.provision == "verify":
+                raise ProvisioningError(
+                    f"object bucket {config.bucket!r} does not exist and provision mode is 'verify'"
+                ) from None
+            with translate_nats_errors(f"create object bucket {config.bucket}"):
+                store = await js.create_object_store(config.bucket, config=config.to_nats())
+            log.info("objects.provisioned", bucket=config.bucket)
+        self._objects[config.bucket] = store
+        return store
+
+    async def _backing_config(self, stream: str) -> Any:
+        info = await self._stream_info(stream)
+        return info.config if info is not None else None
+
+    @staticmethod
+    def _report_drift(event: str, name: str, diff: dict[str, tuple[Any, Any]]) -> None:
+        if diff:
+            log.warning(
+                event,
+                name=name,
+                fields=sorted(diff),
+                declared={k: v[0] for k, v in diff.items()},
+                actual={k: v[1] for k, v in diff.items()},
+                hint="the existing config is used as it is; update it with your tooling if the declaration is right",
+            )
+
+    # -- connection events -------------------------------------------------------------------
+
+    async def _on_error(self, exc: Exception) -> None:
+        if self._connecting:
+            return  # the initial connect raises NatsConnectionError with the cause instead
+        log.warning("nats.error", error=f"{type(exc).__name__}: {exc}")
+
+    async def _on_disconnected(self) -> None:
+        if not self._closing:
+            log.warning("nats.disconnected", hint="reconnecting per the config's reconnect policy")
+
+    async def _on_reconnected(self) -> None:
+        nc = self._nc
+        log.info("nats.reconnected", server=str(nc.connected_url.netloc) if nc and nc.connected_url else None)
+
+
+def resolve_connection(connection: ConnectionManager | NatsConfig | str | None) -> tuple[ConnectionManager, bool]:
+    """The manager a primitive should use, and whether the primitive owns (and must close) it.
+
+    Accepts a shared :class:`ConnectionManager` (not owned), a :class:`NatsConfig` or URL
+    string (a new owned manager), or ``None`` (an owned manager for the environment default).
+    """
+    if isinstance(connection, ConnectionManager):
+        return connection, False
+    if isinstance(connection, str):
+        return ConnectionManager(NatsConfig.from_url(connection)), True
+    return ConnectionManager(connection), True

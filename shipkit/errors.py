@@ -1,0 +1,232 @@
+"""The one error root of shipkit and its tree.
+
+Every failure a user can catch derives from :class:`ShipkitError`; exceptions from
+``nats-py`` are translated at the boundary (``raise ... from exc``), so callers never
+``import nats`` to handle an error::
+
+    ShipkitError
+    ├── ConfigurationError            bad spec, duplicate registration, bad option
+    │   └── InvalidNameError          empty name, wildcard/dot/space where none belongs (also ValueError)
+    ├── NatsConnectionError           cannot reach or talk to the server
+    │   └── NotConnectedError         a primitive used before connect() / after close()
+    ├── NatsTimeoutError              an operation timed out (also builtin TimeoutError)
+    ├── SerializationError            bytes that are not the JSON / shape expected (also ValueError)
+    ├── PayloadTooLargeError          a message over the server's max_payload
+    ├── JetStreamError                a JetStream API call failed (``err_code`` kept)
+    │   ├── StreamNotFoundError       no stream captures a subject / stream missing
+    │   ├── StreamExistsError         a stream with other settings already exists
+    │   ├── BucketNotFoundError       KV or object bucket missing
+    │   ├── RevisionConflictError     KV compare-and-set lost (create/update)
+    │   └── ProvisioningError         verify mode found something missing
+    ├── KeyNotFoundError              a KV key that must exist does not (also KeyError)
+    ├── ObjectNotFoundError           an object that must exist does not
+    ├── ChecksumMismatchError         an object's bytes do not match its stored SHA-256
+    └── ServiceError                  a request-reply handler's error, with a numeric code
+
+``get`` of a missing key or object returns ``None``; every other failure raises one of these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import nats.errors as _nats_errors
+import nats.js.errors as _js_errors
+
+__all__ = [
+    "BucketNotFoundError",
+    "ChecksumMismatchError",
+    "ConfigurationError",
+    "InvalidNameError",
+    "JetStreamError",
+    "KeyNotFoundError",
+    "NatsConnectionError",
+    "NatsTimeoutError",
+    "NotConnectedError",
+    "ObjectNotFoundError",
+    "PayloadTooLargeError",
+    "ProvisioningError",
+    "RevisionConflictError",
+    "SerializationError",
+    "ServiceError",
+    "ShipkitError",
+    "StreamExistsError",
+    "StreamNotFoundError",
+    "translate_nats_errors",
+]
+
+
+class ShipkitError(Exception):
+    """Root of every error shipkit raises."""
+
+
+class ConfigurationError(ShipkitError):
+    """A declaration or option is invalid; raised at registration or start, never per message."""
+
+
+class InvalidNameError(ConfigurationError, ValueError):
+    """A subject token, stream, bucket, consumer or key name is not allowed where it is used."""
+
+
+class NatsConnectionError(ShipkitError):
+    """The NATS server cannot be reached, refused us, or the connection closed."""
+
+
+class NotConnectedError(NatsConnectionError):
+    """A primitive was used before ``connect()`` or after ``close()``."""
+
+
+class NatsTimeoutError(ShipkitError, TimeoutError):
+    """An operation did not complete in time (request, publish ack, API call)."""
+
+
+class SerializationError(ShipkitError, ValueError):
+    """Bytes could not be decoded into, or a value encoded as, the expected JSON shape."""
+
+
+class PayloadTooLargeError(ShipkitError, ValueError):
+    """A message exceeds the server's ``max_payload``."""
+
+
+class JetStreamError(ShipkitError):
+    """A JetStream API call failed.
+
+    Attributes:
+        err_code: the server's JetStream error code when known (e.g. 10059 stream not found).
+        status: the API status code when known.
+    """
+
+    def __init__(self, message: str, *, err_code: int | None = None, status: int | None = None):
+        super().__init__(message)
+        self.err_code = err_code
+        self.status = status
+
+
+class StreamNotFoundError(JetStreamError):
+    """No stream exists with that name, or none captures the subject published to."""
+
+
+class StreamExistsError(JetStreamError):
+    """A stream with that name exists with a conflicting configuration."""
+
+
+class BucketNotFoundError(JetStreamError):
+    """A KV or object-store bucket does not exist."""
+
+
+class RevisionConflictError(JetStreamError):
+    """A KV compare-and-set (``create``/``update``) lost against another writer."""
+
+
+class ProvisioningError(JetStreamError):
+    """In verify mode, a stream, consumer or bucket the code declares does not exist."""
+
+
+class KeyNotFoundError(ShipkitError, KeyError):
+    """A KV key that the operation requires does not exist."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; keep the message readable
+        return str(self.args[0]) if self.args else "key not found"
+
+
+class ObjectNotFoundError(ShipkitError):
+    """An object that the operation requires does not exist."""
+
+
+class ChecksumMismatchError(ShipkitError):
+    """An object's bytes do not match the SHA-256 stored with it."""
+
+
+class ServiceError(ShipkitError):
+    """An error reply of a request-reply service, or one a handler raises on purpose.
+
+    Raise it from a handler to answer with a specific code; ``Client.request`` raises it
+    when a service answers with an error.
+
+    Attributes:
+        code: numeric status code, HTTP-like (400 bad request, 404, 409, 429, 500 ...).
+        message: one-line description sent to the caller.
+        details: optional JSON-able detail (e.g. validation errors).
+    """
+
+    def __init__(self, code: int, message: str, *, details: object | None = None):
+        super().__init__(f"{code}: {message}")
+        self.code = int(code)
+        self.message = message
+        self.details = details
+
+
+# JetStream API error codes (nats-server/server/errors.json); matched on code, never text.
+JS_ERR_STREAM_NOT_FOUND = 10059
+JS_ERR_STREAM_NAME_IN_USE = 10058
+JS_ERR_STREAM_WRONG_LAST_SEQUENCE = 10071
+JS_ERR_CONSUMER_NOT_FOUND = 10014
+JS_ERR_NO_STREAM_MATCHES_SUBJECT = 10039
+
+
+def _translate(exc: BaseException, what: str) -> ShipkitError | None:
+    """Map one nats-py exception to its shipkit counterpart, or None if it is not one of theirs."""
+    where = f"{what}: " if what else ""
+    if isinstance(exc, _js_errors.KeyWrongLastSequenceError):
+        return RevisionConflictError(f"{where}revision conflict ({exc.description or exc})")
+    if isinstance(exc, _js_errors.BucketNotFoundError):
+        return BucketNotFoundError(f"{where}bucket not found")
+    if isinstance(exc, _js_errors.NoStreamResponseError):
+        return StreamNotFoundError(f"{where}no stream captures this subject (publish got no ack)")
+    if isinstance(exc, _js_errors.APIError):
+        code = exc.err_code
+        text = f"{where}{exc.description or exc} (err_code={code}, status={exc.code})"
+        if code in (JS_ERR_STREAM_NOT_FOUND, JS_ERR_NO_STREAM_MATCHES_SUBJECT):
+            return StreamNotFoundError(text, err_code=code, status=exc.code)
+        if code == JS_ERR_STREAM_NAME_IN_USE:
+            return StreamExistsError(text, err_code=code, status=exc.code)
+        if code == JS_ERR_STREAM_WRONG_LAST_SEQUENCE:
+            return RevisionConflictError(text, err_code=code, status=exc.code)
+        return JetStreamError(text, err_code=code, status=exc.code)
+    if isinstance(exc, _js_errors.Error):
+        return JetStreamError(f"{where}{exc}")
+    if isinstance(exc, _nats_errors.MaxPayloadError):
+        return PayloadTooLargeError(f"{where}message exceeds the server's max_payload")
+    if isinstance(exc, (_nats_errors.BadSubjectError,)):
+        return InvalidNameError(f"{where}invalid subject")
+    if isinstance(exc, (_nats_errors.TimeoutError, TimeoutError)):
+        return NatsTimeoutError(f"{where}timed out")
+    if isinstance(exc, _nats_errors.NoRespondersError):
+        return NatsTimeoutError(f"{where}no responders on this subject")
+    if isinstance(
+        exc,
+        (
+            _nats_errors.ConnectionClosedError,
+            _nats_errors.NoServersError,
+            _nats_errors.StaleConnectionError,
+            _nats_errors.ConnectionReconnectingError,
+            _nats_errors.ConnectionDrainingError,
+            _nats_errors.AuthorizationError,
+            _nats_errors.SecureConnFailedError,
+            _nats_errors.OutboundBufferLimitError,
+        ),
+    ):
+        return NatsConnectionError(f"{where}{type(exc).__name__}: {exc}")
+    if isinstance(exc, _nats_errors.Error):
+        return ShipkitError(f"{where}{type(exc).__name__}: {exc}")
+    return None
+
+
+@contextmanager
+def translate_nats_errors(what: str = "") -> Iterator[None]:
+    """Translate nats-py exceptions raised inside the block into shipkit errors.
+
+    Args:
+        what: a short description of the operation and its target (``"kv.put beings_status/x"``)
+            prefixed to the message, so the error says where it happened.
+    """
+    try:
+        yield
+    except ShipkitError:
+        raise
+    except (TimeoutError, _nats_errors.Error, _js_errors.Error) as exc:
+        translated = _translate(exc, what)
+        if translated is None:  # pragma: no cover - every nats error maps to something
+            raise
+        raise translated from exc
