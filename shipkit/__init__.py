@@ -1,1 +1,78 @@
-"""shipkit: a declarative agent-service framework over NATS."""
+"""shipkit: a declarative agent-service framework over NATS.
+
+Write plain async functions, decorate them on a :class:`Service`, run ``shipkit run module:service``.
+The primitives underneath (:mod:`shipkit.primitives`) stay usable on their own.
+"""
+
+from shipkit.app import Service
+from shipkit.client import Client
+from shipkit.config import KvBucketConfig, NatsConfig, ObjectStoreConfig, StreamConfig
+from shipkit.connection import ConnectionManager
+from shipkit.context import Context
+from shipkit.errors import (
+    BucketNotFoundError,
+    ChecksumMismatchError,
+    ConfigurationError,
+    InvalidNameError,
+    JetStreamError,
+    KeyNotFoundError,
+    NatsConnectionError,
+    NatsTimeoutError,
+    NotConnectedError,
+    ObjectNotFoundError,
+    PayloadTooLargeError,
+    ProvisioningError,
+    RevisionConflictError,
+    SerializationError,
+    ServiceError,
+    ShipkitError,
+    StreamExistsError,
+    StreamNotFoundError,
+)
+from shipkit.models import BeingState, BeingStatus, ChannelMessage, ErrorResponse, Event, ObjectMeta, ShipEvent
+from shipkit.runner import run, serve
+from shipkit.runtime import Runtime
+from shipkit.server import NatsServer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BeingState",
+    "BeingStatus",
+    "BucketNotFoundError",
+    "ChannelMessage",
+    "ChecksumMismatchError",
+    "Client",
+    "ConfigurationError",
+    "ConnectionManager",
+    "Context",
+    "ErrorResponse",
+    "Event",
+    "InvalidNameError",
+    "JetStreamError",
+    "KeyNotFoundError",
+    "KvBucketConfig",
+    "NatsConfig",
+    "NatsConnectionError",
+    "NatsServer",
+    "NatsTimeoutError",
+    "NotConnectedError",
+    "ObjectMeta",
+    "ObjectNotFoundError",
+    "ObjectStoreConfig",
+    "PayloadTooLargeError",
+    "ProvisioningError",
+    "RevisionConflictError",
+    "Runtime",
+    "SerializationError",
+    "Service",
+    "ServiceError",
+    "ShipEvent",
+    "ShipkitError",
+    "StreamConfig",
+    "StreamExistsError",
+    "StreamNotFoundError",
+    "__version__",
+    "run",
+    "serve",
+]

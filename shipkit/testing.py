@@ -11,6 +11,13 @@ Fixtures (all prefixed ``shipkit_``):
 - ``shipkit_nats_url``: that server's URL.
 - ``shipkit_config``: a :class:`~shipkit.config.NatsConfig` for it.
 - ``shipkit_connection``: a connected :class:`~shipkit.connection.ConnectionManager`.
+- ``shipkit_client``: a :class:`~shipkit.client.Client` on that connection.
+
+And :func:`run_service`, which starts a service's runtime in-process against a real server::
+
+    async def test_create(shipkit_connection, shipkit_client):
+        async with run_service(service, shipkit_connection):
+            item = await shipkit_client.request("kanban.create", {"title": "x"})
 
 A server starts in a few tens of milliseconds, so isolation per test costs little and tests
 never share streams or buckets by accident.
@@ -19,15 +26,21 @@ never share streams or buckets by accident.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 
 import pytest
 import pytest_asyncio
 
+from shipkit.app import Service
+from shipkit.client import Client
 from shipkit.config import NatsConfig
-from shipkit.connection import ConnectionManager
+from shipkit.connection import ConnectionManager, ProvisionMode
+from shipkit.runtime import Runtime
 from shipkit.server import NatsServer
 
 __all__ = [
+    "run_service",
+    "shipkit_client",
     "shipkit_config",
     "shipkit_connection",
     "shipkit_nats_url",
@@ -67,3 +80,29 @@ async def shipkit_connection(shipkit_config: NatsConfig) -> AsyncIterator[Connec
         yield manager
     finally:
         await manager.disconnect()
+
+
+@pytest_asyncio.fixture
+async def shipkit_client(shipkit_connection: ConnectionManager) -> Client:
+    """A :class:`Client` on this test's connection."""
+    return Client(shipkit_connection)
+
+
+@asynccontextmanager
+async def run_service(
+    service: Service,
+    connection: ConnectionManager | NatsConfig | str | None = None,
+    *,
+    graceful_timeout_s: float = 5.0,
+    provision: ProvisionMode = "create",
+) -> AsyncIterator[Runtime]:
+    """Start ``service`` in-process (no signal handlers) and shut it down in order on exit.
+
+    Yields the :class:`Runtime`, whose ``connection``, ``counts`` and ``endpoints`` tests can inspect.
+    """
+    runtime = Runtime(service, connection, graceful_timeout_s=graceful_timeout_s, provision=provision)
+    await runtime.start()
+    try:
+        yield runtime
+    finally:
+        await runtime.shutdown()

@@ -1,0 +1,491 @@
+"""The declarative app object: :class:`Service`.
+
+A service is a registry of frozen specs (see :mod:`shipkit.specs`) built by decorators at import
+time; :class:`~shipkit.runtime.Runtime` reads it and does the work::
+
+    service = Service("kanban", version="1.0.0")
+
+    @service.handler("create", mutation="item.created")
+    async def create(item: NewItem) -> Item: ...
+
+    @service.on_event("item.*")
+    async def audit(event: ShipEvent) -> None: ...
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Literal, TypeVar
+
+from shipkit._names import (
+    sanitize_consumer_name,
+    validate_kv_key_pattern,
+    validate_service_name,
+    validate_subject,
+    validate_token,
+)
+from shipkit.codec import inspect_handler
+from shipkit.config import KvBucketConfig, StreamConfig
+from shipkit.context import Context
+from shipkit.errors import ConfigurationError
+from shipkit.models import ChannelMessage, Event, ShipEvent
+from shipkit.specs import (
+    QUEUE_GROUP_DEFAULT,
+    ChannelSpec,
+    DefaultHandlerSpec,
+    EventSpec,
+    HandlerSpec,
+    KvWatchSpec,
+    MessageSpec,
+    MutationCallback,
+)
+
+__all__ = ["Lifespan", "Service"]
+
+F = TypeVar("F", bound=Callable[..., Coroutine[Any, Any, Any]])
+Lifespan = Callable[["Service"], AbstractAsyncContextManager[Any]]
+"""``lifespan(service)`` -> an async context manager entered at start and exited at shutdown."""
+
+_SEMVER_CHARS = frozenset("0123456789.-+abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_UNSET: Any = object()
+
+
+def _check_version(version: str) -> str:
+    core = version.split("-", 1)[0].split("+", 1)[0].split(".")
+    if len(core) != 3 or not all(part.isdigit() for part in core) or not set(version) <= _SEMVER_CHARS:
+        raise ConfigurationError(f"service version {version!r} must be SemVer, like '1.2.3'")
+    return version
+
+
+def _stream_name_for(prefix: str) -> str:
+    return prefix.upper().replace(".", "_").replace("-", "_")
+
+
+class Service:
+    """A NATS service: request-reply handlers, event consumers, KV watches, subscriptions, jobs.
+
+    Args:
+        name: service name (``[A-Za-z0-9_-]+``), shown by ``nats micro ls``.
+        version: SemVer version.
+        description: shown by service discovery.
+        prefix: request subjects are ``{prefix}.{command}``; defaults to ``name``.
+        event_prefix: durable events go to ``{event_prefix}.{event_type}`` (default ``ship.events``).
+        event_stream: the stream capturing ``{event_prefix}.>``; defaults to the contract's
+            event bus (``SHIP_EVENTS`` for the default prefix, 24 h / 100 000 / file).
+        queue_group: queue group of request handlers (``None``: every instance answers).
+        agent_name: sender name for channels (defaults to ``name``).
+        metadata: service metadata for discovery.
+        lifespan: ``lifespan(service)`` async context manager around the running service.
+        graceful_timeout_s: default grace period for in-flight work at shutdown.
+        unknown_command_reply: answer unknown commands under the prefix with the seed's 404
+            ``UNKNOWN_COMMAND`` (True, the default) or leave them to other subscribers.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        version: str = "0.1.0",
+        description: str = "",
+        *,
+        prefix: str | None = None,
+        event_prefix: str | None = None,
+        event_stream: StreamConfig | None = None,
+        queue_group: str | None = QUEUE_GROUP_DEFAULT,
+        agent_name: str | None = None,
+        metadata: dict[str, str] | None = None,
+        lifespan: Lifespan | None = None,
+        graceful_timeout_s: float = 30.0,
+        unknown_command_reply: bool = True,
+    ) -> None:
+        self.name = validate_service_name(name)
+        self.version = _check_version(version)
+        self.description = description
+        self.prefix = validate_subject(prefix if prefix is not None else name, "service prefix")
+        self.event_prefix = validate_subject(event_prefix or "ship.events", "event prefix")
+        self.event_stream = event_stream or StreamConfig.event_bus(
+            name=_stream_name_for(self.event_prefix), prefix=self.event_prefix
+        )
+        if queue_group is not None:
+            validate_token(queue_group, "queue group")
+        self.queue_group = queue_group
+        self.agent_name = agent_name or name
+        self.metadata = dict(metadata or {})
+        self.lifespan = lifespan
+        self.graceful_timeout_s = graceful_timeout_s
+        self.unknown_command_reply = unknown_command_reply
+        self.handlers: list[HandlerSpec] = []
+        self.default_handler_spec: DefaultHandlerSpec | None = None
+        self.mutation_callback_func: MutationCallback | None = None
+        self.events: list[EventSpec] = []
+        self.kv_watches: list[KvWatchSpec] = []
+        self.messages: list[MessageSpec] = []
+        self.channels: list[ChannelSpec] = []
+        self.job_workers: list[Any] = []
+        self.startup_hooks: list[Callable[[], Awaitable[None]]] = []
+        self.shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
+        self._frozen = False
+
+    def __repr__(self) -> str:
+        return f"Service({self.name!r}, version={self.version!r}, prefix={self.prefix!r})"
+
+    # -- registration guard --------------------------------------------------------------------
+
+    def _check_open(self, what: str) -> None:
+        if self._frozen:
+            raise ConfigurationError(f"cannot add {what} to service {self.name!r}: it is already running")
+
+    def freeze(self) -> None:
+        """Refuse further registrations (the runtime calls this at start)."""
+        self._frozen = True
+
+    def unfreeze(self) -> None:
+        """Allow registrations again after the runtime stopped."""
+        self._frozen = False
+
+    # -- request-reply -----------------------------------------------------------------------
+
+    def add_handler(
+        self,
+        name: str,
+        func: Callable[..., Coroutine[Any, Any, Any]],
+        *,
+        mutation: str | MutationCallback | None = None,
+        queue: str | None = _UNSET,
+        max_concurrency: int = 256,
+        description: str = "",
+        metadata: dict[str, str] | None = None,
+    ) -> HandlerSpec:
+        """Register a request-reply handler on ``{prefix}.{name}``; see :meth:`handler`."""
+        self._check_open(f"handler {name!r}")
+        validate_subject(name, f"handler name of {getattr(func, '__qualname__', func)}")
+        if any(spec.name == name for spec in self.handlers):
+            raise ConfigurationError(f"handler {name!r} is registered twice on service {self.name!r}")
+        if max_concurrency < 1:
+            raise ConfigurationError(f"handler {name!r}: max_concurrency must be >= 1")
+        if isinstance(mutation, str):
+            validate_subject(mutation, f"mutation event type of handler {name!r}")
+        queue_group = self.queue_group if queue is _UNSET else queue
+        if queue_group is not None:
+            validate_token(queue_group, f"queue group of handler {name!r}")
+        spec = HandlerSpec(
+            name=name,
+            func=func,
+            signature=inspect_handler(func, context_type=Context),
+            subject=f"{self.prefix}.{name}",
+            queue=queue_group,
+            max_concurrency=max_concurrency,
+            mutation=mutation,
+            description=description or (inspect.getdoc(func) or "").split("\n", 1)[0],
+            metadata=dict(metadata or {}),
+        )
+        self.handlers.append(spec)
+        return spec
+
+    def handler(
+        self,
+        name: str | None = None,
+        *,
+        mutation: str | MutationCallback | None = None,
+        queue: str | None = _UNSET,
+        max_concurrency: int = 256,
+        description: str = "",
+        metadata: dict[str, str] | None = None,
+    ) -> Callable[[F], F]:
+        """Decorate an async function answering requests on ``{prefix}.{name}``.
+
+        Args:
+            name: the command; defaults to the function's name.
+            mutation: publish a ``ShipEvent`` of this type (payload = the reply) after success,
+                or a callback ``(command, response) -> (event_type, payload) | None``.
+            queue: queue group; defaults to the service's (``"q"``). ``None``: every instance answers.
+            max_concurrency: how many of these run at once in this process.
+        """
+
+        def decorator(func: F) -> F:
+            self.add_handler(
+                name or func.__name__,
+                func,
+                mutation=mutation,
+                queue=queue,
+                max_concurrency=max_concurrency,
+                description=description,
+                metadata=metadata,
+            )
+            return func
+
+        return decorator
+
+    def add_default_handler(
+        self, func: Callable[[str, bytes], Coroutine[Any, Any, Any]], *, max_concurrency: int = 256
+    ) -> None:
+        """Register the seed's catch-all handler: ``(subject, payload) -> reply``."""
+        self._check_open("a default handler")
+        if not inspect.iscoroutinefunction(func):
+            raise ConfigurationError(f"default handler {func.__qualname__} must be an `async def` function")
+        if self.default_handler_spec is not None:
+            raise ConfigurationError(f"service {self.name!r} already has a default handler")
+        self.default_handler_spec = DefaultHandlerSpec(func=func, max_concurrency=max_concurrency)
+
+    def default_handler(self, func: F) -> F:
+        """Decorate the catch-all for commands no named handler takes (gets the full subject and raw bytes)."""
+        self.add_default_handler(func)
+        return func
+
+    def mutation_callback(self, func: MutationCallback) -> MutationCallback:
+        """Decorate the seed's mutation callback ``(command, response) -> (event_type, payload) | None``.
+
+        Applies to every successful request whose handler declares no ``mutation`` of its own.
+        """
+        self._check_open("a mutation callback")
+        self.mutation_callback_func = func
+        return func
+
+    # -- durable events ------------------------------------------------------------------------
+
+    def add_event_handler(
+        self,
+        pattern: str,
+        func: Callable[..., Coroutine[Any, Any, Any]],
+        *,
+        durable: str | None = None,
+        stream: StreamConfig | None = None,
+        prefix: str | None = None,
+        max_concurrency: int = 16,
+        deliver: Literal["all", "new"] = "all",
+        nak_delay_s: float = 1.0,
+    ) -> EventSpec:
+        """Register a durable event consumer; see :meth:`on_event`."""
+        self._check_open(f"event handler for {pattern!r}")
+        validate_subject(pattern, f"event pattern of {func.__qualname__}", wildcards=True)
+        event_prefix = validate_subject(prefix, "event prefix") if prefix else self.event_prefix
+        durable_name = durable or sanitize_consumer_name(f"{self.name}_{func.__name__}")
+        validate_token(durable_name, f"durable name of {func.__qualname__}")
+        if any(spec.durable == durable_name for spec in self.events):
+            raise ConfigurationError(f"durable {durable_name!r} is used twice on service {self.name!r}")
+        signature = inspect_handler(func, context_type=Context, what="event handler")
+        spec = EventSpec(
+            pattern=pattern,
+            func=func,
+            signature=signature,
+            durable=durable_name,
+            filter_subject=f"{event_prefix}.{pattern}",
+            stream=stream
+            or (
+                self.event_stream
+                if prefix is None
+                else StreamConfig.event_bus(name=_stream_name_for(event_prefix), prefix=event_prefix)
+            ),
+            wants_envelope=signature.payload_type is ShipEvent,
+            max_concurrency=max_concurrency,
+            deliver=deliver,
+            nak_delay_s=nak_delay_s,
+        )
+        self.events.append(spec)
+        return spec
+
+    def on_event(
+        self,
+        pattern: str,
+        *,
+        durable: str | None = None,
+        stream: StreamConfig | None = None,
+        prefix: str | None = None,
+        max_concurrency: int = 16,
+        deliver: Literal["all", "new"] = "all",
+        nak_delay_s: float = 1.0,
+    ) -> Callable[[F], F]:
+        """Decorate a durable consumer of events matching ``pattern`` (``item.*``, ``job.>``).
+
+        The handler receives the ``ShipEvent`` (annotate ``ShipEvent``) or its typed payload. It is
+        acked after success and nak'ed with ``nak_delay_s`` on failure; undecodable events are acked
+        and logged. The durable (default ``{service}_{function}``) resumes where it left off.
+        """
+
+        def decorator(func: F) -> F:
+            self.add_event_handler(
+                pattern,
+                func,
+                durable=durable,
+                stream=stream,
+                prefix=prefix,
+                max_concurrency=max_concurrency,
+                deliver=deliver,
+                nak_delay_s=nak_delay_s,
+            )
+            return func
+
+        return decorator
+
+    # -- KV watches ----------------------------------------------------------------------------
+
+    def add_kv_watch(
+        self, bucket: str | KvBucketConfig, func: Callable[..., Coroutine[Any, Any, Any]], *, key: str = ">"
+    ) -> None:
+        """Register a KV watch; see :meth:`kv_watch`."""
+        self._check_open(f"kv watch on {bucket!r}")
+        config = bucket if isinstance(bucket, KvBucketConfig) else KvBucketConfig(bucket=bucket)
+        validate_kv_key_pattern(key, f"key pattern of {func.__qualname__}")
+        signature = inspect_handler(func, context_type=Context, what="kv watch")
+        from shipkit.primitives.kv import KvEntry
+
+        wants_entry = isinstance(signature.payload_type, type) and issubclass(signature.payload_type, KvEntry)
+        self.kv_watches.append(KvWatchSpec(config, key, func, signature, wants_entry))
+
+    def kv_watch(self, bucket: str | KvBucketConfig, key: str = ">") -> Callable[[F], F]:
+        """Decorate a function called for every put and delete in ``bucket`` matching ``key``.
+
+        Current values are delivered first, then changes. Annotate the parameter ``KvEntry`` to get
+        key, value, revision and operation; any other annotation validates the value (``None``
+        for deletes is passed only when the annotation allows it).
+        """
+
+        def decorator(func: F) -> F:
+            self.add_kv_watch(bucket, func, key=key)
+            return func
+
+        return decorator
+
+    # -- core pub/sub --------------------------------------------------------------------------
+
+    def add_message_handler(
+        self,
+        subject: str,
+        func: Callable[..., Coroutine[Any, Any, Any]],
+        *,
+        queue: str | None = None,
+        max_concurrency: int = 256,
+    ) -> None:
+        """Register a core NATS subscription; see :meth:`on_message`."""
+        self._check_open(f"message handler for {subject!r}")
+        validate_subject(subject, f"subject of {func.__qualname__}", wildcards=True)
+        if queue is not None:
+            validate_token(queue, f"queue group of {func.__qualname__}")
+        signature = inspect_handler(func, context_type=Context, what="message handler")
+        self.messages.append(
+            MessageSpec(subject, func, signature, queue, max_concurrency, signature.payload_type is Event)
+        )
+
+    def on_message(self, subject: str, *, queue: str | None = None, max_concurrency: int = 256) -> Callable[[F], F]:
+        """Decorate a core pub/sub subscriber (wildcards allowed; ``queue`` for a queue group).
+
+        Annotate the payload ``Event`` for the pub/sub envelope, or any type/bytes for raw bodies.
+        If the message carries a reply subject, the return value is sent back.
+        """
+
+        def decorator(func: F) -> F:
+            self.add_message_handler(subject, func, queue=queue, max_concurrency=max_concurrency)
+            return func
+
+        return decorator
+
+    # -- channels ------------------------------------------------------------------------------
+
+    def add_channel_handler(
+        self, channel: str, func: Callable[..., Coroutine[Any, Any, Any]], *, replay_history: bool = False
+    ) -> None:
+        """Register a channel subscriber; see :meth:`on_channel`."""
+        self._check_open(f"channel handler for {channel!r}")
+        validate_subject(channel, f"channel of {func.__qualname__}")
+        signature = inspect_handler(func, context_type=Context, what="channel handler")
+        wants_message = signature.payload_type is ChannelMessage
+        self.channels.append(ChannelSpec(channel, func, signature, replay_history, wants_message))
+
+    def on_channel(self, channel: str, *, replay_history: bool = False) -> Callable[[F], F]:
+        """Decorate a subscriber of ``channel``; this agent's own messages are filtered out.
+
+        Annotate ``ChannelMessage`` for the whole message, ``str`` for just its content.
+        """
+
+        def decorator(func: F) -> F:
+            self.add_channel_handler(channel, func, replay_history=replay_history)
+            return func
+
+        return decorator
+
+    # -- jobs ----------------------------------------------------------------------------------
+
+    def add_job_worker(self, func: Callable[..., Coroutine[Any, Any, Any]], **options: Any) -> Any:
+        """Register a job worker; see :meth:`job_worker`."""
+        self._check_open("a job worker")
+        from shipkit.jobs.spec import JobWorkerSpec
+
+        spec = JobWorkerSpec.from_function(func, **options)
+        if any(existing.worker == spec.worker for existing in self.job_workers):
+            raise ConfigurationError(f"job worker {spec.worker!r} is registered twice on service {self.name!r}")
+        self.job_workers.append(spec)
+        return spec
+
+    def job_worker(self, worker: str | None = None, **options: Any) -> Callable[[F], F]:
+        """Decorate a job worker (see :mod:`shipkit.jobs`): claims jobs targeted at ``worker``.
+
+        Options: ``concurrency``, ``max_attempts``, ``backoff``, ``timeout_s``, ``lease_s``.
+        The function gets the typed payload (and ``job: JobContext``); its return value completes
+        the job, an exception fails the attempt.
+        """
+
+        def decorator(func: F) -> F:
+            self.add_job_worker(func, worker=worker, **options)
+            return func
+
+        return decorator
+
+    # -- lifecycle hooks -----------------------------------------------------------------------
+
+    def on_startup(self, func: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        """Decorate a hook run after connecting, before taking messages."""
+        self._check_open("a startup hook")
+        self.startup_hooks.append(func)
+        return func
+
+    def on_shutdown(self, func: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        """Decorate a hook run at shutdown after in-flight work finished (seed: ``on_shutdown``)."""
+        self._check_open("a shutdown hook")
+        self.shutdown_hooks.append(func)
+        return func
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def run(self, nats_url: str | None = None, **options: Any) -> None:
+        """Run until SIGINT/SIGTERM (blocking); see :func:`shipkit.runner.run` for options."""
+        from shipkit.runner import run
+
+        run(self, nats_url=nats_url, **options)
+
+    def describe(self) -> dict[str, Any]:
+        """What the service will use: subjects, streams, consumers, buckets (``shipkit inspect``)."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "prefix": self.prefix,
+            "handlers": [
+                {
+                    "name": h.name,
+                    "subject": h.subject,
+                    "queue": h.queue,
+                    "mutation": h.mutation if isinstance(h.mutation, str) or h.mutation is None else "<callback>",
+                }
+                for h in self.handlers
+            ],
+            "default_handler": self.default_handler_spec is not None,
+            "events": [
+                {"pattern": e.pattern, "durable": e.durable, "filter": e.filter_subject, "stream": e.stream.name}
+                for e in self.events
+            ],
+            "kv_watches": [{"bucket": w.bucket.bucket, "key": w.key} for w in self.kv_watches],
+            "messages": [{"subject": m.subject, "queue": m.queue} for m in self.messages],
+            "channels": [{"channel": c.channel, "replay_history": c.replay_history} for c in self.channels],
+            "job_workers": [getattr(j, "worker", str(j)) for j in self.job_workers],
+            "streams": sorted(self.streams_used()),
+            "buckets": sorted({w.bucket.bucket for w in self.kv_watches}),
+        }
+
+    def streams_used(self) -> set[str]:
+        """Names of the streams the service needs."""
+        names = {e.stream.name for e in self.events}
+        if self.channels:
+            names.add("CHANNELS")
+        if any(h.mutation is not None for h in self.handlers) or self.mutation_callback_func is not None:
+            names.add(self.event_stream.name)
+        return names

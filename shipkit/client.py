@@ -1,0 +1,141 @@
+"""Calling services: :class:`Client`, which turns error replies into :class:`~shipkit.errors.ServiceError`."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any, TypeVar, overload
+
+from pydantic import TypeAdapter, ValidationError
+
+from shipkit._dispatch import ERROR_CODE_HEADER, ERROR_HEADER
+from shipkit._json import loads
+from shipkit.codec import encode_result
+from shipkit.config import NatsConfig
+from shipkit.connection import ConnectionManager, resolve_connection
+from shipkit.context import CORRELATION_HEADER
+from shipkit.errors import NatsTimeoutError, SerializationError, ServiceError
+
+__all__ = ["Client"]
+
+T = TypeVar("T")
+
+
+def _seed_error(body: bytes) -> tuple[int, str] | None:
+    """A noesis-ship error body is exactly ``{"error": str, "code": int}`` (no headers)."""
+    if not body.startswith(b"{") or b'"error"' not in body or len(body) > 4096:
+        return None
+    try:
+        value = loads(body)
+    except SerializationError:
+        return None
+    if isinstance(value, dict) and set(value) == {"error", "code"} and isinstance(value["code"], int):
+        return value["code"], str(value["error"])
+    return None
+
+
+class Client:
+    """Request-reply calls to shipkit (and noesis-ship) services.
+
+    ::
+
+        async with Client("nats://localhost:4222") as client:
+            item = await client.request("kanban.create", {"title": "x"}, response_type=Item)
+
+    Args:
+        connection: a shared manager, a config, a URL, or None (environment default).
+        timeout_s: default request timeout (else the connection's ``request_timeout_s``).
+    """
+
+    def __init__(self, connection: ConnectionManager | NatsConfig | str | None = None, *, timeout_s: float | None = None):
+        self.connection, self._owned = resolve_connection(connection)
+        self.timeout_s = timeout_s
+
+    async def connect(self) -> Client:
+        """Connect the underlying manager if needed."""
+        await self.connection.connect()
+        return self
+
+    async def close(self) -> None:
+        """Close the connection if this client made it."""
+        if self._owned:
+            await self.connection.disconnect()
+
+    async def __aenter__(self) -> Client:
+        return await self.connect()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @overload
+    async def request(
+        self, subject: str, payload: Any = ..., *, response_type: type[T], timeout_s: float | None = ...,
+        correlation_id: str | None = ..., headers: dict[str, str] | None = ...,
+    ) -> T: ...
+
+    @overload
+    async def request(
+        self, subject: str, payload: Any = ..., *, response_type: None = ..., timeout_s: float | None = ...,
+        correlation_id: str | None = ..., headers: dict[str, str] | None = ...,
+    ) -> Any: ...
+
+    async def request(
+        self,
+        subject: str,
+        payload: Any = None,
+        *,
+        response_type: Any = None,
+        timeout_s: float | None = None,
+        correlation_id: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        """Send a request and decode the reply.
+
+        Args:
+            subject: e.g. ``"kanban.create"``.
+            payload: a model, dict/list, str or bytes (encoded like handler replies).
+            response_type: validate the reply into this type; ``bytes`` for the raw body;
+                None for the parsed JSON (or None for an empty body).
+            timeout_s: overrides the default timeout.
+            correlation_id: sent as ``Shipkit-Correlation-Id``.
+
+        Raises:
+            ServiceError: the service answered with an error (code and message from the
+                ``Nats-Service-Error`` headers or the seed's ``{"error","code"}`` body).
+            NatsTimeoutError: nobody answered in time, or nobody listens on ``subject``.
+        """
+        sent_headers = dict(headers or {})
+        if correlation_id:
+            sent_headers[CORRELATION_HEADER] = correlation_id
+        timeout = timeout_s if timeout_s is not None else self.timeout_s
+        try:
+            msg = await self.connection.request(
+                subject, encode_result(payload), timeout_s=timeout, headers=sent_headers or None
+            )
+        except NatsTimeoutError as exc:
+            raise NatsTimeoutError(f"request to {subject!r}: {exc}") from exc
+        self._raise_for_error(subject, msg.data, msg.headers or {})
+        if response_type is bytes:
+            return msg.data
+        if response_type is None:
+            return loads(msg.data, f"reply from {subject}") if msg.data else None
+        try:
+            return TypeAdapter(response_type).validate_json(msg.data)
+        except ValidationError as exc:
+            raise SerializationError(f"reply from {subject} is not a valid {response_type!r}: {exc}") from exc
+
+    @staticmethod
+    def _raise_for_error(subject: str, body: bytes, headers: dict[str, str]) -> None:
+        code_text = headers.get(ERROR_CODE_HEADER)
+        if code_text is not None:
+            try:
+                parsed = loads(body) if body else None
+            except SerializationError:
+                parsed = None  # headers carry code and message; a non-JSON body only lacks details
+            details = parsed.get("details") if isinstance(parsed, dict) else None
+            code = int(code_text) if code_text.isdigit() else 500
+            raise ServiceError(code, headers.get(ERROR_HEADER, "error"), details=details)
+        seed = _seed_error(body)
+        if seed is not None:
+            raise ServiceError(seed[0], seed[1])

@@ -1,0 +1,79 @@
+"""What a handler can ask about its message and reach in the running service: :class:`Context`.
+
+Declare a parameter annotated ``Context`` (or named ``ctx``) to receive it; handlers that do
+not ask for it pay nothing for it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from shipkit.models import new_correlation_id
+
+if TYPE_CHECKING:
+    from shipkit.connection import ConnectionManager
+    from shipkit.models import ShipEvent
+    from shipkit.primitives.kv import KvStore
+    from shipkit.primitives.objects import ShipObjectStore
+    from shipkit.runtime import Runtime
+
+__all__ = ["CORRELATION_HEADER", "Context"]
+
+CORRELATION_HEADER = "Shipkit-Correlation-Id"
+"""Request header carrying the caller's correlation id; echoed into events and log lines."""
+
+
+class Context:
+    """The message being handled and the service's resources.
+
+    Attributes:
+        subject: the subject the message arrived on.
+        headers: its headers (empty dict if none).
+        reply: the reply subject, if any.
+        correlation_id: from the ``Shipkit-Correlation-Id`` header, the event, or a new one.
+    """
+
+    __slots__ = ("_log", "correlation_id", "headers", "reply", "runtime", "subject")
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        subject: str,
+        headers: dict[str, str] | None = None,
+        reply: str | None = None,
+        correlation_id: str | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.subject = subject
+        self.headers = headers or {}
+        self.reply = reply or None
+        self.correlation_id = correlation_id or self.headers.get(CORRELATION_HEADER) or new_correlation_id()
+        self._log: Any = None
+
+    @property
+    def log(self) -> Any:
+        """A structlog logger bound with the service name, subject and correlation id."""
+        if self._log is None:
+            self._log = structlog.get_logger("shipkit.handler").bind(
+                service=self.runtime.service.name, subject=self.subject, correlation_id=self.correlation_id
+            )
+        return self._log
+
+    @property
+    def connection(self) -> ConnectionManager:
+        """The service's shared connection."""
+        return self.runtime.connection
+
+    async def emit(self, event_type: str, payload: Any = None) -> ShipEvent:
+        """Publish a durable ``ShipEvent`` on the service's event bus (ack awaited)."""
+        return await self.runtime.emit(event_type, payload, correlation_id=self.correlation_id)
+
+    async def kv(self, bucket: str) -> KvStore:
+        """The service's :class:`~shipkit.primitives.kv.KvStore` for ``bucket`` (created if missing)."""
+        return await self.runtime.kv(bucket)
+
+    async def objects(self, bucket: str) -> ShipObjectStore:
+        """The service's object store for ``bucket`` (created if missing)."""
+        return await self.runtime.objects(bucket)

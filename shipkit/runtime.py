@@ -1,0 +1,501 @@
+"""Runs a :class:`~shipkit.app.Service`: connect, provision, subscribe, dispatch, shut down in order.
+
+Shutdown is a small ordered state machine (signal capture lives in :mod:`shipkit.runner`)::
+
+    stop intake (discovery, subscriptions, consumers, watches, job claiming)
+    -> in-flight work finishes within graceful_timeout_s (force skips the wait)
+    -> the rest is cancelled loudly: requests get a 503 reply, events are nak'ed, jobs go back
+    -> shutdown hooks, then the lifespan exits
+    -> resources close last-in-first-out, the connection drains
+    -> one summary line: handled, failed, cancelled
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from collections.abc import Callable, Coroutine
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from shipkit._dispatch import Endpoint, error_reply
+from shipkit._json import loads
+from shipkit.codec import Signature, encode_result
+from shipkit.config import KvBucketConfig, NatsConfig, ObjectStoreConfig
+from shipkit.connection import ConnectionManager, ProvisionMode, resolve_connection
+from shipkit.context import CORRELATION_HEADER, Context
+from shipkit.discovery import Discovery, new_instance_id
+from shipkit.errors import ConfigurationError, SerializationError
+from shipkit.models import ShipEvent
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from nats.aio.msg import Msg
+    from nats.aio.subscription import Subscription
+
+    from shipkit.app import Service
+    from shipkit.primitives.eventbus import EventBus
+    from shipkit.primitives.kv import KvStore
+    from shipkit.primitives.objects import ShipObjectStore
+    from shipkit.specs import HandlerSpec
+
+__all__ = ["Counts", "Runtime", "RuntimeState"]
+
+log = structlog.get_logger("shipkit.runtime")
+
+
+class RuntimeState(enum.Enum):
+    """Where the runtime is in its life."""
+
+    NEW = "new"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+@dataclass
+class Counts:
+    """Units of work by outcome, for the shutdown summary."""
+
+    handled: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+
+class Runtime:
+    """The running form of a service.
+
+    Args:
+        service: what to run.
+        connection: a shared :class:`ConnectionManager` (not closed by the runtime), a
+            :class:`NatsConfig` or URL (an owned connection), or None (environment default).
+        graceful_timeout_s: grace period for in-flight work; defaults to the service's.
+        provision: ``"create"`` missing streams/buckets/consumers, or ``"verify"`` they exist.
+    """
+
+    def __init__(
+        self,
+        service: Service,
+        connection: ConnectionManager | NatsConfig | str | None = None,
+        *,
+        graceful_timeout_s: float | None = None,
+        provision: ProvisionMode = "create",
+    ) -> None:
+        self.service = service
+        self.connection, self._owns_connection = resolve_connection(connection)
+        if provision == "verify":
+            self.connection.provision = "verify"
+        self.graceful_timeout_s = service.graceful_timeout_s if graceful_timeout_s is None else graceful_timeout_s
+        self.instance_id = new_instance_id()
+        self.state = RuntimeState.NEW
+        self.counts = Counts()
+        self.should_exit = asyncio.Event()
+        self.force_exit = asyncio.Event()
+        self.endpoints: list[Endpoint] = []
+        self.discovery: Discovery | None = None
+        self._subscriptions: list[Subscription] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stoppers: list[Callable[[float], Coroutine[Any, Any, Any]]] = []
+        self._exit_stack = AsyncExitStack()
+        self._bus: EventBus | None = None
+        self._kv: dict[str, KvStore] = {}
+        self._objects: dict[str, ShipObjectStore] = {}
+        self._nc: Client | None = None
+
+    # -- accessors used by the hot path ---------------------------------------------------------
+
+    @property
+    def nc(self) -> Client:
+        """The raw client (cached at start for the hot path)."""
+        if self._nc is None:
+            self._nc = self.connection.client
+        return self._nc
+
+    def context_for(self, msg: Msg) -> Context:
+        """A :class:`Context` for a core message."""
+        headers = msg.headers or {}
+        return Context(self, msg.subject, headers, msg.reply)
+
+    def track(self, task: asyncio.Task[Any], on_done: Callable[[asyncio.Task[Any]], None] | None = None) -> None:
+        """Keep a handler task until it ends (graceful shutdown waits for these)."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if on_done is not None:
+            task.add_done_callback(on_done)
+
+    # -- resources for handlers -----------------------------------------------------------------
+
+    async def event_bus(self) -> EventBus:
+        """The service's event bus (created on first use)."""
+        if self._bus is None:
+            from shipkit.primitives.eventbus import EventBus
+
+            bus = EventBus(
+                self.connection,
+                stream=self.service.event_stream,
+                prefix=self.service.event_prefix,
+                source=self.service.name,
+            )
+            await bus.connect()
+            self._bus = bus
+        return self._bus
+
+    async def emit(self, event_type: str, payload: Any = None, *, correlation_id: str | None = None) -> ShipEvent:
+        """Publish a ``ShipEvent`` to ``{event_prefix}.{event_type}`` and await the JetStream ack."""
+        bus = await self.event_bus()
+        return await bus.emit(event_type, payload, correlation_id=correlation_id)
+
+    async def kv(self, bucket: str | KvBucketConfig) -> KvStore:
+        """A :class:`KvStore` on the shared connection (bucket created if missing)."""
+        from shipkit.primitives.kv import KvStore
+
+        config = bucket if isinstance(bucket, KvBucketConfig) else KvBucketConfig(bucket=bucket)
+        store = self._kv.get(config.bucket)
+        if store is None:
+            store = KvStore(config, self.connection)
+            await store.connect()
+            self._kv[config.bucket] = store
+        return store
+
+    async def objects(self, bucket: str | ObjectStoreConfig) -> ShipObjectStore:
+        """A :class:`ShipObjectStore` on the shared connection (bucket created if missing)."""
+        from shipkit.primitives.objects import ShipObjectStore
+
+        config = bucket if isinstance(bucket, ObjectStoreConfig) else ObjectStoreConfig(bucket=bucket)
+        store = self._objects.get(config.bucket)
+        if store is None:
+            store = ShipObjectStore(config, self.connection)
+            await store.connect()
+            self._objects[config.bucket] = store
+        return store
+
+    # -- start ------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect, provision, run startup hooks and the lifespan, then start taking messages.
+
+        Raises:
+            ShipkitError: connecting or provisioning failed (e.g. ``ProvisioningError`` in
+                verify mode); everything started so far is stopped again.
+        """
+        if self.state is not RuntimeState.NEW:
+            raise ConfigurationError(f"runtime of {self.service.name!r} was already started ({self.state.value})")
+        self.state = RuntimeState.STARTING
+        self.service.freeze()
+        try:
+            await self._start()
+        except BaseException:
+            await self._abort_start()
+            raise
+        self.state = RuntimeState.RUNNING
+        log.info(
+            "service.started",
+            service=self.service.name,
+            version=self.service.version,
+            instance_id=self.instance_id,
+            handlers=len(self.service.handlers),
+            events=len(self.service.events),
+            kv_watches=len(self.service.kv_watches),
+            job_workers=len(self.service.job_workers),
+        )
+
+    async def _start(self) -> None:
+        service = self.service
+        await self.connection.connect()
+        self._nc = self.connection.client
+        await self._provision()
+        if service.lifespan is not None:
+            await self._exit_stack.enter_async_context(service.lifespan(service))
+        for hook in service.startup_hooks:
+            await hook()
+        await self._start_requests()
+        await self._start_messages()
+        await self._start_events()
+        await self._start_kv_watches()
+        await self._start_channels()
+        await self._start_job_workers()
+        self.discovery = Discovery(service, self.endpoints, self.instance_id)
+        await self.discovery.start(self.nc)
+
+    async def _provision(self) -> None:
+        """Create (or verify) every stream the declarations need, before any subscription."""
+        service = self.service
+        streams = {spec.stream.name: spec.stream for spec in service.events}
+        if any(h.mutation is not None for h in service.handlers) or service.mutation_callback_func is not None:
+            streams[service.event_stream.name] = service.event_stream
+        for stream in streams.values():
+            await self.connection.ensure_stream(stream)
+        if streams.get(service.event_stream.name) is not None:
+            await self.event_bus()
+
+    async def _abort_start(self) -> None:
+        try:
+            await self._stop_intake()
+            await self._exit_stack.aclose()
+        finally:
+            if self._owns_connection:
+                await self.connection.disconnect()
+            self.service.unfreeze()
+            self.state = RuntimeState.STOPPED
+
+    # -- request handlers ------------------------------------------------------------------------
+
+    async def _start_requests(self) -> None:
+        service = self.service
+        shared: dict[str, Endpoint] = {}
+        for spec in service.handlers:
+            endpoint = Endpoint(
+                self,
+                spec.endpoint_name,
+                spec.subject,
+                spec.func,
+                spec.signature,
+                max_concurrency=spec.max_concurrency,
+                queue_group=spec.queue,
+                after_success=self._mutation_hook(spec),
+            )
+            self.endpoints.append(endpoint)
+            if spec.queue == service.queue_group:
+                shared[spec.name] = endpoint
+            else:  # its own queue group: its own subscription, and the catch-all leaves it alone
+                self._subscriptions.append(
+                    await self.nc.subscribe(spec.subject, queue=spec.queue or "", cb=endpoint.handle)
+                )
+        separate = {spec.name for spec in service.handlers} - set(shared)
+        if not shared and service.default_handler_spec is None and not service.unknown_command_reply:
+            return
+        if not service.handlers and service.default_handler_spec is None:
+            return
+        router = _Router(self, shared, separate)
+        self._subscriptions.append(
+            await self.nc.subscribe(f"{service.prefix}.>", queue=service.queue_group or "", cb=router.route)
+        )
+
+    def _mutation_hook(self, spec: HandlerSpec) -> Callable[[Msg, Any, Any], Coroutine[Any, Any, None]] | None:
+        mutation = spec.mutation if spec.mutation is not None else self.service.mutation_callback_func
+        if mutation is None:
+            return None
+        command = spec.name
+
+        async def publish_mutation(msg: Msg, context: Context | None, result: Any) -> None:
+            if isinstance(mutation, str):
+                event_type, payload = mutation, _jsonable(result)
+            else:
+                produced = mutation(command, _jsonable(result))
+                if produced is None:
+                    return
+                event_type, payload = produced
+            correlation = context.correlation_id if context is not None else (msg.headers or {}).get(CORRELATION_HEADER)
+            await self.emit(event_type, payload, correlation_id=correlation)
+
+        return publish_mutation
+
+    # -- other declarations ---------------------------------------------------------------------
+
+    async def _start_messages(self) -> None:
+        for spec in self.service.messages:
+            endpoint = Endpoint(
+                self,
+                spec.subject,
+                spec.subject,
+                spec.func,
+                spec.signature,
+                max_concurrency=spec.max_concurrency,
+                queue_group=spec.queue,
+            )
+            self._subscriptions.append(
+                await self.nc.subscribe(spec.subject, queue=spec.queue or "", cb=endpoint.handle)
+            )
+
+    async def _start_events(self) -> None:
+        if not self.service.events:
+            return
+        from shipkit._event_handlers import start_event_consumers
+
+        self._stoppers.extend(await start_event_consumers(self))
+
+    async def _start_kv_watches(self) -> None:
+        if not self.service.kv_watches:
+            return
+        from shipkit._event_handlers import start_kv_watches
+
+        self._stoppers.extend(await start_kv_watches(self))
+
+    async def _start_channels(self) -> None:
+        if not self.service.channels:
+            return
+        from shipkit._event_handlers import start_channel_handlers
+
+        self._stoppers.extend(await start_channel_handlers(self))
+
+    async def _start_job_workers(self) -> None:
+        if not self.service.job_workers:
+            return
+        from shipkit._event_handlers import start_job_workers
+
+        self._stoppers.extend(await start_job_workers(self))
+
+    # -- run and stop -----------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        """Start, wait for :attr:`should_exit`, then shut down."""
+        await self.start()
+        try:
+            await self.should_exit.wait()
+        finally:
+            await self.shutdown()
+
+    def request_exit(self, *, force: bool = False) -> None:
+        """Ask the runtime to stop (what the signal capture calls); ``force`` skips the grace."""
+        if force:
+            self.force_exit.set()
+        self.should_exit.set()
+
+    async def shutdown(self) -> Counts:
+        """Stop in order (see the module docstring); safe to call more than once."""
+        if self.state in (RuntimeState.STOPPING, RuntimeState.STOPPED, RuntimeState.NEW):
+            return self.counts
+        self.state = RuntimeState.STOPPING
+        started = time.monotonic()
+        log.info(
+            "shutdown.started",
+            service=self.service.name,
+            in_flight=len(self._tasks),
+            graceful_timeout_s=self.graceful_timeout_s,
+        )
+        errors: list[BaseException] = []
+        await self._collect(errors, self._stop_intake())
+        deadline = started + (0 if self.force_exit.is_set() else self.graceful_timeout_s)
+        await self._collect(errors, self._stop_consumers(deadline))
+        await self._collect(errors, self._wait_in_flight(deadline))
+        await self._collect(errors, self._cancel_in_flight())
+        for hook in self.service.shutdown_hooks:
+            await self._collect(errors, _as_coroutine(hook()))
+        await self._collect(errors, self._exit_stack.aclose())
+        if self._owns_connection:
+            await self._collect(errors, self.connection.disconnect())
+        self.service.unfreeze()
+        self.state = RuntimeState.STOPPED
+        log.info(
+            "shutdown.complete",
+            service=self.service.name,
+            handled=self.counts.handled,
+            failed=self.counts.failed,
+            cancelled=self.counts.cancelled,
+            duration_s=round(time.monotonic() - started, 3),
+            errors=len(errors),
+        )
+        return self.counts
+
+    @staticmethod
+    async def _collect(errors: list[BaseException], step: Coroutine[Any, Any, Any]) -> None:
+        """Run one shutdown step; log and remember a failure so the next steps still run."""
+        try:
+            await step
+        except Exception as exc:
+            errors.append(exc)
+            log.error("shutdown.step_failed", step=getattr(step, "__qualname__", str(step)), exc_info=exc)
+
+    async def _stop_intake(self) -> None:
+        if self.discovery is not None:
+            await self.discovery.stop()
+        subscriptions, self._subscriptions = self._subscriptions, []
+        for subscription in subscriptions:
+            await subscription.unsubscribe()
+
+    async def _stop_consumers(self, deadline: float) -> None:
+        """Durable consumers, watches and job workers: each stops intake and gets the grace."""
+        stoppers, self._stoppers = self._stoppers, []
+        results = await asyncio.gather(
+            *(stop(max(0.0, deadline - time.monotonic())) for stop in reversed(stoppers)), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                log.error("shutdown.consumer_stop_failed", exc_info=result)
+            elif isinstance(result, Counts):
+                self.counts.handled += result.handled
+                self.counts.failed += result.failed
+                self.counts.cancelled += result.cancelled
+
+    async def _wait_in_flight(self, deadline: float) -> None:
+        while self._tasks and not self.force_exit.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            force = asyncio.ensure_future(self.force_exit.wait())
+            try:
+                await asyncio.wait({*self._tasks, force}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                force.cancel()
+
+    async def _cancel_in_flight(self) -> None:
+        tasks = list(self._tasks)
+        if not tasks:
+            return
+        log.warning("shutdown.cancelling", tasks=len(tasks), reason="grace period over or forced")
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class _Router:
+    """The ``{prefix}.>`` subscription: named handler -> default handler -> 404 UNKNOWN_COMMAND."""
+
+    __slots__ = ("default", "endpoints", "prefix_len", "runtime", "separate", "unknown_reply")
+
+    def __init__(self, runtime: Runtime, endpoints: dict[str, Endpoint], separate: set[str]) -> None:
+        service = runtime.service
+        self.runtime = runtime
+        self.endpoints = endpoints
+        self.separate = separate
+        self.prefix_len = len(service.prefix) + 1
+        self.unknown_reply = service.unknown_command_reply
+        self.default: Endpoint | None = None
+        spec = service.default_handler_spec
+        if spec is not None:
+            signature = Signature("payload", bytes, None, lambda data: data, lambda value: value, False)
+            self.default = Endpoint(
+                runtime,
+                "default",
+                f"{service.prefix}.>",
+                spec.func,
+                signature,
+                max_concurrency=spec.max_concurrency,
+                queue_group=service.queue_group,
+                pass_subject=True,
+            )
+            runtime.endpoints.append(self.default)
+
+    async def route(self, msg: Msg) -> None:
+        command = msg.subject[self.prefix_len :]
+        endpoint = self.endpoints.get(command)
+        if endpoint is not None:
+            await endpoint.handle(msg)
+        elif command in self.separate:
+            return  # answered by its own subscription
+        elif self.default is not None:
+            await self.default.handle(msg)
+        elif self.unknown_reply and msg.reply:
+            body, headers = error_reply(404, f"UNKNOWN_COMMAND: {command}")
+            await self.runtime.nc.publish(msg.reply, body, headers=headers)
+
+
+def _jsonable(result: Any) -> Any:
+    """A handler's reply as a JSON value for an event payload (JSON bytes/str replies are parsed)."""
+    if result is None:
+        return None
+    if isinstance(result, bytes | str):
+        try:
+            return loads(result)
+        except SerializationError:
+            return result.decode(errors="replace") if isinstance(result, bytes) else result
+    return loads(encode_result(result))
+
+
+async def _as_coroutine(awaitable: Any) -> Any:
+    return await awaitable
