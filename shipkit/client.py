@@ -46,7 +46,9 @@ class Client:
         timeout_s: default request timeout (else the connection's ``request_timeout_s``).
     """
 
-    def __init__(self, connection: ConnectionManager | NatsConfig | str | None = None, *, timeout_s: float | None = None):
+    def __init__(
+        self, connection: ConnectionManager | NatsConfig | str | None = None, *, timeout_s: float | None = None
+    ):
         self.connection, self._owned = resolve_connection(connection)
         self.timeout_s = timeout_s
 
@@ -70,14 +72,26 @@ class Client:
 
     @overload
     async def request(
-        self, subject: str, payload: Any = ..., *, response_type: type[T], timeout_s: float | None = ...,
-        correlation_id: str | None = ..., headers: dict[str, str] | None = ...,
+        self,
+        subject: str,
+        payload: Any = ...,
+        *,
+        response_type: type[T],
+        timeout_s: float | None = ...,
+        correlation_id: str | None = ...,
+        headers: dict[str, str] | None = ...,
     ) -> T: ...
 
     @overload
     async def request(
-        self, subject: str, payload: Any = ..., *, response_type: None = ..., timeout_s: float | None = ...,
-        correlation_id: str | None = ..., headers: dict[str, str] | None = ...,
+        self,
+        subject: str,
+        payload: Any = ...,
+        *,
+        response_type: None = ...,
+        timeout_s: float | None = ...,
+        correlation_id: str | None = ...,
+        headers: dict[str, str] | None = ...,
     ) -> Any: ...
 
     async def request(
@@ -95,7 +109,8 @@ class Client:
         Args:
             subject: e.g. ``"kanban.create"``.
             payload: a model, dict/list, str or bytes (encoded like handler replies).
-            response_type: validate the reply into this type; ``bytes`` for the raw body;
+            response_type: validate the reply into this type; ``bytes`` for the raw body, ``str``
+                for it as text;
                 None for the parsed JSON (or None for an empty body).
             timeout_s: overrides the default timeout.
             correlation_id: sent as ``Shipkit-Correlation-Id``.
@@ -118,6 +133,8 @@ class Client:
         self._raise_for_error(subject, msg.data, msg.headers or {})
         if response_type is bytes:
             return msg.data
+        if response_type is str:  # handlers returning str reply with plain UTF-8 text
+            return msg.data.decode()
         if response_type is None:
             return loads(msg.data, f"reply from {subject}") if msg.data else None
         try:

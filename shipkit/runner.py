@@ -36,9 +36,9 @@ log = structlog.get_logger("shipkit.runner")
 def capture_signals(runtime: Runtime) -> Iterator[None]:
     """Route SIGINT/SIGTERM to ``runtime.request_exit``; a second SIGINT forces. Restores handlers."""
     loop = asyncio.get_running_loop()
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
 
-    def on_signal(signum: int) -> None:
+    def on_signal(signum: signal.Signals) -> None:
         force = signum == signal.SIGINT and runtime.should_exit.is_set()
         log.info("signal.received", signal=signal.Signals(signum).name, force=force)
         runtime.request_exit(force=force)

@@ -221,6 +221,7 @@ class Runtime:
         await self._start_job_workers()
         self.discovery = Discovery(service, self.endpoints, self.instance_id)
         await self.discovery.start(self.nc)
+        await self.nc.flush()  # the server knows every subscription before start() returns
 
     async def _provision(self) -> None:
         """Create (or verify) every stream the declarations need, before any subscription."""
@@ -315,28 +316,28 @@ class Runtime:
     async def _start_events(self) -> None:
         if not self.service.events:
             return
-        from shipkit._event_handlers import start_event_consumers
+        from shipkit._consumers import start_event_consumers
 
         self._stoppers.extend(await start_event_consumers(self))
 
     async def _start_kv_watches(self) -> None:
         if not self.service.kv_watches:
             return
-        from shipkit._event_handlers import start_kv_watches
+        from shipkit._consumers import start_kv_watches
 
         self._stoppers.extend(await start_kv_watches(self))
 
     async def _start_channels(self) -> None:
         if not self.service.channels:
             return
-        from shipkit._event_handlers import start_channel_handlers
+        from shipkit._consumers import start_channel_handlers
 
         self._stoppers.extend(await start_channel_handlers(self))
 
     async def _start_job_workers(self) -> None:
         if not self.service.job_workers:
             return
-        from shipkit._event_handlers import start_job_workers
+        from shipkit._consumers import start_job_workers
 
         self._stoppers.extend(await start_job_workers(self))
 

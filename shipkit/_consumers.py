@@ -1,0 +1,219 @@
+"""Start the runtime's long-lived consumers: durable events, KV watches, channels, job workers.
+
+Each ``start_*`` function returns *stoppers*: ``async (grace_s) -> Counts | None`` callables the
+runtime awaits at shutdown, so every consumer stops its intake, gets the grace period, and
+settles what it could not finish (events nak'ed, jobs given back to the queue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from pydantic import ValidationError
+
+from shipkit.context import Context
+from shipkit.errors import SerializationError
+from shipkit.models import ChannelMessage, ShipEvent
+
+if TYPE_CHECKING:
+    from shipkit.primitives.kv import KvEntry, KvWatch
+    from shipkit.runtime import Counts, Runtime
+    from shipkit.specs import ChannelSpec, EventSpec, KvWatchSpec
+
+__all__ = ["Stopper", "start_channel_handlers", "start_event_consumers", "start_job_workers", "start_kv_watches"]
+
+log = structlog.get_logger("shipkit.consumers")
+
+Stopper = Callable[[float], Coroutine[Any, Any, "Counts | None"]]
+
+
+async def _call_counted(runtime: Runtime, coro: Coroutine[Any, Any, Any]) -> Any:
+    """Await a handler, counting it handled, failed or cancelled (the exception propagates)."""
+    try:
+        result = await coro
+    except asyncio.CancelledError:
+        runtime.counts.cancelled += 1
+        raise
+    except Exception:
+        runtime.counts.failed += 1
+        raise
+    runtime.counts.handled += 1
+    return result
+
+
+# -- @service.on_event ------------------------------------------------------------------------
+
+
+def _event_handler(runtime: Runtime, spec: EventSpec) -> Callable[[Any], Coroutine[Any, Any, None]]:
+    signature = spec.signature
+
+    async def on_msg(msg: Any) -> None:
+        event = ShipEvent.from_json(msg.data)  # SerializationError: the consumer acks and logs it
+        if spec.wants_envelope or signature.payload_param is None:
+            payload: Any = event
+        else:
+            try:
+                payload = signature.from_python(event.payload)
+            except ValidationError as exc:  # will never validate: ack and log, do not redeliver forever
+                raise SerializationError(
+                    f"event {event.event_type!r} ({msg.subject}) payload does not fit {spec.func.__qualname__}: {exc}"
+                ) from exc
+        context = None
+        if signature.context_param is not None:
+            context = Context(runtime, msg.subject, msg.headers or {}, None, event.correlation_id)
+        await _call_counted(runtime, spec.func(*signature.call_args(payload, context)))
+
+    return on_msg
+
+
+async def start_event_consumers(runtime: Runtime) -> list[Stopper]:
+    """One durable pull consumer per ``@service.on_event`` (created or attached as it is)."""
+    from shipkit.primitives.eventbus import DurableConsumer
+
+    stoppers: list[Stopper] = []
+    for spec in runtime.service.events:
+        consumer = DurableConsumer(
+            runtime.connection,
+            stream=spec.stream.name,
+            filter_subject=spec.filter_subject,
+            durable=spec.durable,
+            handler=_event_handler(runtime, spec),
+            deliver=spec.deliver,
+            max_in_flight=spec.max_concurrency,
+            nak_delay_s=spec.nak_delay_s,
+        )
+        await consumer.start()
+
+        async def stop(grace_s: float, consumer: DurableConsumer = consumer) -> None:
+            await consumer.stop(timeout_s=grace_s)
+
+        stoppers.append(stop)
+    return stoppers
+
+
+# -- @service.kv_watch --------------------------------------------------------------------------
+
+
+async def _run_watch(runtime: Runtime, spec: KvWatchSpec, watch: KvWatch) -> None:
+    signature = spec.signature
+    async for entry in watch:
+        try:
+            payload = _watch_payload(spec, entry)
+        except ValidationError as exc:
+            if entry.deleted:
+                continue  # a typed handler gets values; deletes reach handlers taking KvEntry
+            log.warning(
+                "kv_watch.invalid_value",
+                bucket=entry.bucket,
+                key=entry.key,
+                revision=entry.revision,
+                handler=spec.func.__qualname__,
+                error=str(exc).splitlines()[0],
+            )
+            continue
+        context = None
+        if signature.context_param is not None:
+            context = Context(runtime, f"$KV.{entry.bucket}.{entry.key}")
+        try:
+            await _call_counted(runtime, spec.func(*signature.call_args(payload, context)))
+        except Exception:  # a KV change is not redelivered: log it loudly and keep watching
+            log.exception(
+                "kv_watch.handler_failed",
+                bucket=entry.bucket,
+                key=entry.key,
+                revision=entry.revision,
+                handler=spec.func.__qualname__,
+            )
+
+
+def _watch_payload(spec: KvWatchSpec, entry: KvEntry) -> Any:
+    if spec.wants_entry or spec.signature.payload_param is None:
+        return entry
+    return spec.signature.from_python(entry.value)
+
+
+async def start_kv_watches(runtime: Runtime) -> list[Stopper]:
+    """One watch per ``@service.kv_watch``: current values first, then puts and deletes."""
+    stoppers: list[Stopper] = []
+    for spec in runtime.service.kv_watches:
+        store = await runtime.kv(spec.bucket)
+        watch = await store.watch(spec.key).start()
+        task = asyncio.create_task(_run_watch(runtime, spec, watch), name=f"kv_watch:{spec.bucket.bucket}")
+
+        async def stop(grace_s: float, watch: KvWatch = watch, task: asyncio.Task[None] = task) -> None:
+            await watch.aclose()  # ends iteration; the entry being handled gets the grace
+            done, _ = await asyncio.wait({task}, timeout=grace_s)
+            if not done:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            elif task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+
+        stoppers.append(stop)
+    return stoppers
+
+
+# -- @service.on_channel ------------------------------------------------------------------------
+
+
+def _channel_handler(runtime: Runtime, spec: ChannelSpec) -> Callable[[ChannelMessage], Coroutine[Any, Any, None]]:
+    signature = spec.signature
+
+    async def on_message(message: ChannelMessage) -> None:
+        payload: Any = message
+        if not spec.wants_message and signature.payload_param is not None:
+            try:
+                payload = signature.from_python(message.content)
+            except ValidationError as exc:
+                raise SerializationError(f"channel {spec.channel!r} message {message.message_id}: {exc}") from exc
+        context = None
+        if signature.context_param is not None:
+            context = Context(runtime, f"ship.channel.{message.channel}")
+        await _call_counted(runtime, spec.func(*signature.call_args(payload, context)))
+
+    return on_message
+
+
+async def start_channel_handlers(runtime: Runtime) -> list[Stopper]:
+    """Channel subscriptions (durable ``{agent}_{channel}``), own messages filtered out."""
+    from shipkit.primitives.channels import ChannelService
+
+    channels = ChannelService(runtime.service.agent_name, runtime.connection)
+    await channels.connect()
+    stoppers: list[Stopper] = []
+    for spec in runtime.service.channels:
+        consumer = await channels.subscribe(
+            spec.channel, _channel_handler(runtime, spec), replay_history=spec.replay_history
+        )
+
+        async def stop(grace_s: float, consumer: Any = consumer) -> None:
+            await consumer.stop(timeout_s=grace_s)
+
+        stoppers.append(stop)
+    return stoppers
+
+
+# -- @service.job_worker ------------------------------------------------------------------------
+
+
+async def start_job_workers(runtime: Runtime) -> list[Stopper]:
+    """One job-worker runner per ``@service.job_worker`` on a shared queue."""
+    from shipkit.jobs import JobQueue, JobWorker
+    from shipkit.runtime import Counts
+
+    queue = JobQueue(runtime.connection)
+    await queue.connect()
+    stoppers: list[Stopper] = []
+    for spec in runtime.service.job_workers:
+        worker = JobWorker(queue, spec)
+        await worker.start()
+
+        async def stop(grace_s: float, worker: Any = worker) -> Counts:
+            stats = await worker.stop(grace_s)
+            return Counts(handled=stats.handled, failed=stats.failed, cancelled=stats.cancelled)
+
+        stoppers.append(stop)
+    return stoppers
