@@ -45,6 +45,7 @@ from shipkit.specs import (
 __all__ = ["Lifespan", "Service"]
 
 F = TypeVar("F", bound=Callable[..., Coroutine[Any, Any, Any]])
+H = TypeVar("H", bound=Callable[..., Awaitable[None]])
 Lifespan = Callable[["Service"], AbstractAsyncContextManager[Any]]
 """``lifespan(service)`` -> an async context manager entered at start and exited at shutdown."""
 
@@ -81,6 +82,9 @@ class Service:
         graceful_timeout_s: default grace period for in-flight work at shutdown.
         unknown_command_reply: answer unknown commands under the prefix with the seed's 404
             ``UNKNOWN_COMMAND`` (True, the default) or leave them to other subscribers.
+        mutation_transport: ``"jetstream"`` (default) publishes mutation events as ``ShipEvent``
+            with the ack awaited; ``"core"`` publishes the raw event payload over core NATS, as
+            noesis-ship does when no event stream is configured (nothing is stored).
     """
 
     def __init__(
@@ -98,6 +102,7 @@ class Service:
         lifespan: Lifespan | None = None,
         graceful_timeout_s: float = 30.0,
         unknown_command_reply: bool = True,
+        mutation_transport: Literal["jetstream", "core"] = "jetstream",
     ) -> None:
         self.name = validate_service_name(name)
         self.version = _check_version(version)
@@ -115,6 +120,9 @@ class Service:
         self.lifespan = lifespan
         self.graceful_timeout_s = graceful_timeout_s
         self.unknown_command_reply = unknown_command_reply
+        if mutation_transport not in ("jetstream", "core"):
+            raise ConfigurationError(f"mutation_transport must be 'jetstream' or 'core', got {mutation_transport!r}")
+        self.mutation_transport = mutation_transport
         self.handlers: list[HandlerSpec] = []
         self.default_handler_spec: DefaultHandlerSpec | None = None
         self.mutation_callback_func: MutationCallback | None = None
@@ -123,8 +131,8 @@ class Service:
         self.messages: list[MessageSpec] = []
         self.channels: list[ChannelSpec] = []
         self.job_workers: list[Any] = []
-        self.startup_hooks: list[Callable[[], Awaitable[None]]] = []
-        self.shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
+        self.startup_hooks: list[Callable[..., Awaitable[None]]] = []
+        self.shutdown_hooks: list[Callable[..., Awaitable[None]]] = []
         self._frozen = False
 
     def __repr__(self) -> str:
@@ -433,14 +441,21 @@ class Service:
 
     # -- lifecycle hooks -----------------------------------------------------------------------
 
-    def on_startup(self, func: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
-        """Decorate a hook run after connecting, before taking messages."""
+    def on_startup(self, func: H) -> H:
+        """Decorate a hook run after connecting, before taking messages.
+
+        The hook takes no parameter, or one ``ctx: Context`` (its ``connection``, ``kv(...)``,
+        ``emit(...)`` and ``log`` reach the running service's resources).
+        """
         self._check_open("a startup hook")
         self.startup_hooks.append(func)
         return func
 
-    def on_shutdown(self, func: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
-        """Decorate a hook run at shutdown after in-flight work finished (seed: ``on_shutdown``)."""
+    def on_shutdown(self, func: H) -> H:
+        """Decorate a hook run at shutdown after in-flight work finished (seed: ``on_shutdown``).
+
+        Like :meth:`on_startup`, it may take one ``ctx: Context`` parameter.
+        """
         self._check_open("a shutdown hook")
         self.shutdown_hooks.append(func)
         return func
@@ -486,6 +501,12 @@ class Service:
         names = {e.stream.name for e in self.events}
         if self.channels:
             names.add("CHANNELS")
-        if any(h.mutation is not None for h in self.handlers) or self.mutation_callback_func is not None:
+        if self.publishes_durable_mutations:
             names.add(self.event_stream.name)
         return names
+
+    @property
+    def publishes_durable_mutations(self) -> bool:
+        """True when some handler publishes mutation events through JetStream."""
+        declared = any(h.mutation is not None for h in self.handlers) or self.mutation_callback_func is not None
+        return declared and self.mutation_transport == "jetstream"

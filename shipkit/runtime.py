@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import inspect
 import time
 from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from shipkit.primitives.eventbus import EventBus
     from shipkit.primitives.kv import KvStore
     from shipkit.primitives.objects import ShipObjectStore
-    from shipkit.specs import HandlerSpec
+    from shipkit.specs import MutationCallback
 
 __all__ = ["Counts", "Runtime", "RuntimeState"]
 
@@ -212,7 +213,7 @@ class Runtime:
         if service.lifespan is not None:
             await self._exit_stack.enter_async_context(service.lifespan(service))
         for hook in service.startup_hooks:
-            await hook()
+            await self._call_hook(hook)
         await self._start_requests()
         await self._start_messages()
         await self._start_events()
@@ -223,11 +224,17 @@ class Runtime:
         await self.discovery.start(self.nc)
         await self.nc.flush()  # the server knows every subscription before start() returns
 
+    def _call_hook(self, hook: Callable[..., Any]) -> Any:
+        """Call a startup/shutdown hook, with a :class:`Context` when it takes a parameter."""
+        if inspect.signature(hook).parameters:
+            return hook(Context(self, self.service.prefix))
+        return hook()
+
     async def _provision(self) -> None:
         """Create (or verify) every stream the declarations need, before any subscription."""
         service = self.service
         streams = {spec.stream.name: spec.stream for spec in service.events}
-        if any(h.mutation is not None for h in service.handlers) or service.mutation_callback_func is not None:
+        if service.publishes_durable_mutations:
             streams[service.event_stream.name] = service.event_stream
         for stream in streams.values():
             await self.connection.ensure_stream(stream)
@@ -258,7 +265,7 @@ class Runtime:
                 spec.signature,
                 max_concurrency=spec.max_concurrency,
                 queue_group=spec.queue,
-                after_success=self._mutation_hook(spec),
+                after_success=self._mutation_hook(spec.name, spec.mutation),
             )
             self.endpoints.append(endpoint)
             if spec.queue == service.queue_group:
@@ -277,21 +284,35 @@ class Runtime:
             await self.nc.subscribe(f"{service.prefix}.>", queue=service.queue_group or "", cb=router.route)
         )
 
-    def _mutation_hook(self, spec: HandlerSpec) -> Callable[[Msg, Any, Any], Coroutine[Any, Any, None]] | None:
-        mutation = spec.mutation if spec.mutation is not None else self.service.mutation_callback_func
+    def _mutation_hook(
+        self, command: str | None, declared: str | MutationCallback | None
+    ) -> Callable[[Msg, Any, Any], Coroutine[Any, Any, None]] | None:
+        """The after-success hook publishing a handler's mutation event (None when it has none).
+
+        ``command=None`` (the default handler) takes the command from the request subject.
+        """
+        service = self.service
+        mutation = declared if declared is not None else service.mutation_callback_func
         if mutation is None:
             return None
-        command = spec.name
+        prefix_len = len(service.prefix) + 1
+        core = service.mutation_transport == "core"
 
         async def publish_mutation(msg: Msg, context: Context | None, result: Any) -> None:
             if isinstance(mutation, str):
                 event_type, payload = mutation, _jsonable(result)
             else:
-                produced = mutation(command, _jsonable(result))
+                produced = mutation(command or msg.subject[prefix_len:], result)
                 if produced is None:
                     return
                 event_type, payload = produced
-            correlation = context.correlation_id if context is not None else (msg.headers or {}).get(CORRELATION_HEADER)
+            if core:  # the seed without an event stream: raw payload, fire and forget
+                body = payload if isinstance(payload, bytes) else encode_result(payload)
+                await self.nc.publish(f"{service.event_prefix}.{event_type}", body)
+                return
+            correlation = context.correlation_id if context is not None else None
+            if correlation is None:
+                correlation = (msg.headers or {}).get(CORRELATION_HEADER)
             await self.emit(event_type, payload, correlation_id=correlation)
 
         return publish_mutation
@@ -376,7 +397,7 @@ class Runtime:
         await self._collect(errors, self._wait_in_flight(deadline))
         await self._collect(errors, self._cancel_in_flight())
         for hook in self.service.shutdown_hooks:
-            await self._collect(errors, _as_coroutine(hook()))
+            await self._collect(errors, _as_coroutine(self._call_hook(hook)))
         await self._collect(errors, self._exit_stack.aclose())
         if self._owns_connection:
             await self._collect(errors, self.connection.disconnect())
@@ -469,6 +490,7 @@ class _Router:
                 max_concurrency=spec.max_concurrency,
                 queue_group=service.queue_group,
                 pass_subject=True,
+                after_success=runtime._mutation_hook(None, None),
             )
             runtime.endpoints.append(self.default)
 

@@ -28,7 +28,9 @@ QUEUE_GROUP_DEFAULT = "q"
 """The NATS micro default queue group, used unless a handler or service says otherwise."""
 
 MutationCallback = Callable[[str, Any], "tuple[str, Any] | None"]
-"""``(command, response) -> (event_type, event_payload) | None``: the seed's mutation callback."""
+"""``(command, response) -> (event_type, event_payload) | None``: the seed's mutation callback.
+
+``response`` is what the handler returned (bytes stay bytes)."""
 
 
 @dataclass(frozen=True, slots=True)
