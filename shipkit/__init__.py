@@ -30,6 +30,7 @@ from shipkit.errors import (
     StreamNotFoundError,
 )
 from shipkit.models import BeingState, BeingStatus, ChannelMessage, ErrorResponse, Event, ObjectMeta, ShipEvent
+from shipkit.primitives.kv import KvEntry
 from shipkit.runner import run, serve
 from shipkit.runtime import Runtime
 from shipkit.server import NatsServer
@@ -52,6 +53,7 @@ __all__ = [
     "JetStreamError",
     "KeyNotFoundError",
     "KvBucketConfig",
+    "KvEntry",
     "NatsConfig",
     "NatsConnectionError",
     "NatsServer",

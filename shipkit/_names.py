@@ -7,15 +7,22 @@ where none belongs fails with a message that says which name and why.
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from shipkit.errors import InvalidNameError
 
-_BUCKET_RE = re.compile(r"^[A-Za-z0-9_-]+$")
-_KV_KEY_RE = re.compile(r"^[-/_=.A-Za-z0-9]+$")
-_SERVICE_NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+# Matched with fullmatch: "$" would also accept a trailing newline.
+_BUCKET_RE = re.compile(r"[A-Za-z0-9_-]+")
+_KV_KEY_RE = re.compile(r"[-/_=.A-Za-z0-9]+")
+_SERVICE_NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
 _CONSUMER_ILLEGAL_RE = re.compile(r"[.*>\s/\\]")
-_FORBIDDEN_IN_TOKEN = frozenset(" \t\r\n.*>")
-_FORBIDDEN_IN_STREAM = frozenset(" \t\r\n.*>/\\")
+_FORBIDDEN_IN_TOKEN = frozenset(".*>")
+_FORBIDDEN_IN_STREAM = frozenset(".*>/\\")
+
+
+def _forbidden(value: str, forbidden: frozenset[str]) -> list[str]:
+    """The forbidden characters in ``value``, any whitespace included (as ``validate_subject`` sees it)."""
+    return sorted({c for c in value if c in forbidden or c.isspace()})
 
 
 def _describe(value: object) -> str:
@@ -26,7 +33,7 @@ def validate_token(value: str, what: str) -> str:
     """One subject token: non-empty, no whitespace, dots or wildcards (``*``, ``>``)."""
     if not isinstance(value, str) or not value:
         raise InvalidNameError(f"{what} must be a non-empty string, got {_describe(value)}")
-    bad = sorted(set(value) & _FORBIDDEN_IN_TOKEN)
+    bad = _forbidden(value, _FORBIDDEN_IN_TOKEN)
     if bad:
         raise InvalidNameError(
             f"{what} {_describe(value)} may not contain {', '.join(repr(c) for c in bad)} "
@@ -59,7 +66,7 @@ def validate_stream_name(value: str, what: str = "stream name") -> str:
     """A stream or consumer name: non-empty, no whitespace, ``.``, ``*``, ``>``, ``/`` or ``\\``."""
     if not isinstance(value, str) or not value:
         raise InvalidNameError(f"{what} must be a non-empty string, got {_describe(value)}")
-    bad = sorted(set(value) & _FORBIDDEN_IN_STREAM)
+    bad = _forbidden(value, _FORBIDDEN_IN_STREAM)
     if bad:
         raise InvalidNameError(f"{what} {_describe(value)} may not contain {', '.join(repr(c) for c in bad)}")
     return value
@@ -70,14 +77,14 @@ validate_consumer_name = validate_stream_name
 
 def validate_bucket_name(value: str, what: str = "bucket name") -> str:
     """A KV or object bucket: letters, digits, ``_`` and ``-`` only."""
-    if not isinstance(value, str) or not _BUCKET_RE.match(value):
+    if not isinstance(value, str) or not _BUCKET_RE.fullmatch(value):
         raise InvalidNameError(f"{what} {_describe(value)} must match [A-Za-z0-9_-]+")
     return value
 
 
 def validate_kv_key(value: str, what: str = "key") -> str:
     """A KV key: ``[-/_=.A-Za-z0-9]+``, not starting or ending with ``.``."""
-    if not isinstance(value, str) or not _KV_KEY_RE.match(value) or value.startswith(".") or value.endswith("."):
+    if not isinstance(value, str) or not _KV_KEY_RE.fullmatch(value) or value.startswith(".") or value.endswith("."):
         raise InvalidNameError(f"{what} {_describe(value)} must match [-/_=.A-Za-z0-9]+ and not start or end with '.'")
     if ".." in value:
         raise InvalidNameError(f"{what} {_describe(value)} may not contain '..'")
@@ -95,7 +102,7 @@ def validate_kv_key_pattern(value: str, what: str = "key pattern") -> str:
 
 def validate_service_name(value: str, what: str = "service name") -> str:
     """A NATS micro service name: ``[A-Za-z0-9_-]+``."""
-    if not isinstance(value, str) or not _SERVICE_NAME_RE.match(value):
+    if not isinstance(value, str) or not _SERVICE_NAME_RE.fullmatch(value):
         raise InvalidNameError(f"{what} {_describe(value)} must match [A-Za-z0-9_-]+")
     return value
 
@@ -103,3 +110,17 @@ def validate_service_name(value: str, what: str = "service name") -> str:
 def sanitize_consumer_name(value: str) -> str:
     """Replace the characters a consumer name may not hold with ``_`` (as noesis-ship does)."""
     return _CONSUMER_ILLEGAL_RE.sub("_", value)
+
+
+def validate_object_name(value: str, what: str = "object name") -> str:
+    """An object-store object name: non-empty text without control characters.
+
+    NATS puts the base64url form of the name in the subject, so dots, slashes, spaces and
+    non-ASCII letters are all allowed; control characters are refused because they make the
+    name unprintable in logs and tools.
+    """
+    if not isinstance(value, str) or not value:
+        raise InvalidNameError(f"{what} must be a non-empty string, got {_describe(value)}")
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in value):
+        raise InvalidNameError(f"{what} {_describe(value)} may not contain control characters or lone surrogates")
+    return value

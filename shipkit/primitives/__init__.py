@@ -1,1 +1,50 @@
-"""The seed primitives."""
+"""The seed primitives, usable on their own (each also takes a shared ``ConnectionManager``).
+
+==================  ===================  ==============================================
+primitive           transport            module
+==================  ===================  ==============================================
+PubSub              core NATS            :mod:`shipkit.primitives.pubsub`
+EventBus            JetStream            :mod:`shipkit.primitives.eventbus`
+ChannelService      JetStream            :mod:`shipkit.primitives.channels`
+KvStore & co.       NATS KV              :mod:`shipkit.primitives.kv`, ``beings``, ``ship_config``, ``health``
+ShipObjectStore     NATS object store    :mod:`shipkit.primitives.objects`, ``snapshots``, ``artifacts``
+NatsServiceBuilder  core NATS            :mod:`shipkit.primitives.service_builder`
+JobQueue            JetStream + KV       :mod:`shipkit.jobs`
+==================  ===================  ==============================================
+"""
+
+from shipkit.primitives.artifacts import ArtifactStore
+from shipkit.primitives.beings import BeingRegistry
+from shipkit.primitives.channels import ChannelService
+from shipkit.primitives.eventbus import DurableConsumer, EventBus, emit_event, get_global_bus, set_global_bus
+from shipkit.primitives.health import HealthMetrics
+from shipkit.primitives.kv import KvEntry, KvStore, KvWatch
+from shipkit.primitives.objects import ShipObjectStore
+from shipkit.primitives.pubsub import EventType, PubSub, Publisher, Subscriber
+from shipkit.primitives.service_builder import NatsServiceBuilder, ServiceArgs
+from shipkit.primitives.ship_config import ShipConfig
+from shipkit.primitives.snapshots import BeingSnapshots
+
+__all__ = [
+    "ArtifactStore",
+    "BeingRegistry",
+    "BeingSnapshots",
+    "ChannelService",
+    "DurableConsumer",
+    "EventBus",
+    "EventType",
+    "HealthMetrics",
+    "KvEntry",
+    "KvStore",
+    "KvWatch",
+    "NatsServiceBuilder",
+    "PubSub",
+    "Publisher",
+    "ServiceArgs",
+    "ShipConfig",
+    "ShipObjectStore",
+    "Subscriber",
+    "emit_event",
+    "get_global_bus",
+    "set_global_bus",
+]
