@@ -9,6 +9,7 @@ KV history 5). All configs are frozen pydantic models; derive a variant with
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,6 +35,18 @@ DEFAULT_NATS_URL = "nats://localhost:4222"
 StorageType = Literal["file", "memory"]
 RetentionPolicy = Literal["limits", "interest", "workqueue"]
 DiscardPolicy = Literal["old", "new"]
+
+
+def _redact_url(url: str) -> str:
+    """``url`` with any ``user:password@`` / ``token@`` part replaced by ``***@`` (for logs and repr)."""
+    scheme, sep, rest = url.rpartition("://")
+    host = rest.rpartition("@")[2]
+    return f"{scheme}{sep}***@{host}" if "@" in rest else url
+
+
+def _split_urls(text: str) -> list[str]:
+    """``"nats://a:1, nats://b:2"`` -> ``["nats://a:1", "nats://b:2"]``."""
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def default_nats_url() -> str:
@@ -67,7 +80,10 @@ class NatsConfig(_Frozen):
         drain_timeout_s: how long ``disconnect`` waits for in-flight messages to drain.
     """
 
-    servers: list[str] = Field(default_factory=lambda: [default_nats_url()])
+    # A validation error would otherwise quote the whole input, secrets included.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    servers: list[str] = Field(default_factory=lambda: _split_urls(default_nats_url()))
     name: str | None = None
     connect_timeout_s: float = Field(default=5.0, gt=0)
     request_timeout_s: float = Field(default=10.0, gt=0)
@@ -101,7 +117,7 @@ class NatsConfig(_Frozen):
     @classmethod
     def _split_servers(cls, value: Any) -> Any:
         if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
+            value = _split_urls(value)
         if not value:
             raise ValueError("at least one server URL is required")
         return value
@@ -112,11 +128,15 @@ class NatsConfig(_Frozen):
             raise ValueError("tls_cert_file and tls_key_file must be given together")
         return self
 
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # Credentials embedded in a URL (nats://user:pass@host) must not reach repr or logs either.
+        for name, value in super().__repr_args__():
+            yield name, ([_redact_url(s) for s in value] if name == "servers" else value)
+
     @classmethod
     def from_url(cls, url: str | None = None, **options: Any) -> NatsConfig:
         """A config for ``url`` (comma-separated for several), or the environment default."""
-        servers = [part.strip() for part in (url or default_nats_url()).split(",") if part.strip()]
-        return cls(servers=servers, **options)
+        return cls(servers=_split_urls(url or default_nats_url()), **options)
 
     @property
     def url(self) -> str:
@@ -300,6 +320,7 @@ class KvBucketConfig(_Frozen):
             max_bytes=self.max_bytes,
             storage=api.StorageType(self.storage),
             replicas=self.replicas,
+            direct=True,  # direct gets, as the Go and Rust clients create buckets: faster reads
         )
 
     def drift(self, existing_stream: Any) -> dict[str, tuple[Any, Any]]:
