@@ -391,8 +391,8 @@ class Runtime:
             graceful_timeout_s=self.graceful_timeout_s,
         )
         errors: list[BaseException] = []
-        await self._collect(errors, self._stop_intake())
         deadline = started + (0 if self.force_exit.is_set() else self.graceful_timeout_s)
+        await self._collect(errors, self._stop_intake(deadline))
         await self._collect(errors, self._stop_consumers(deadline))
         await self._collect(errors, self._wait_in_flight(deadline))
         await self._collect(errors, self._cancel_in_flight())
@@ -423,12 +423,31 @@ class Runtime:
             errors.append(exc)
             log.error("shutdown.step_failed", step=getattr(step, "__qualname__", str(step)), exc_info=exc)
 
-    async def _stop_intake(self) -> None:
+    async def _stop_intake(self, deadline: float | None = None) -> None:
+        """Stop answering discovery, then drain request/message subscriptions.
+
+        Draining tells the server to stop sending and still dispatches what already arrived,
+        so a request in nats-py's buffer is answered rather than left to time out; it is
+        bounded by the grace period (and skipped when forced).
+        """
         if self.discovery is not None:
             await self.discovery.stop()
         subscriptions, self._subscriptions = self._subscriptions, []
+        if not subscriptions:
+            return
+        remaining = 0.0 if deadline is None else max(0.0, deadline - time.monotonic())
+        if remaining > 0 and self.connection.is_connected:
+            drains = [asyncio.ensure_future(s.drain()) for s in subscriptions]  # type: ignore[no-untyped-call]
+            _, pending = await asyncio.wait(drains, timeout=remaining)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*drains, return_exceptions=True)
+            subscriptions = [s for s, d in zip(subscriptions, drains, strict=True) if d in pending or d.exception()]
         for subscription in subscriptions:
-            await subscription.unsubscribe()
+            try:
+                await subscription.unsubscribe()
+            except Exception as exc:  # already closed with its connection: nothing left to stop
+                log.debug("subscription.unsubscribe_failed", subject=subscription.subject, error=repr(exc))
 
     async def _stop_consumers(self, deadline: float) -> None:
         """Durable consumers, watches and job workers: each stops intake and gets the grace."""
