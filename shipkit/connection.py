@@ -19,7 +19,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from shipkit.config import KvBucketConfig, NatsConfig, ObjectStoreConfig, StreamConfig
+from shipkit.config import KvBucketConfig, NatsConfig, ObjectStoreConfig, StreamConfig, _redact_url
 from shipkit.errors import (
     BucketNotFoundError,
     NatsConnectionError,
@@ -73,6 +73,7 @@ class ConnectionManager:
         self._objects: dict[str, ObjectStore] = {}
         self._closing = False
         self._connecting = False
+        self._connect_errors: list[str] = []
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -124,11 +125,16 @@ class ConnectionManager:
             if config.tls_hostname:
                 options["tls_hostname"] = config.tls_hostname
         self._connecting = True
+        self._connect_errors = []
         try:
             nc = await nats.connect(**options)
         except Exception as exc:  # OSError, nats errors, ssl errors: all mean "could not connect"
+            # nats-py ends with a bare NoServersError; the causes (refused, authorization
+            # violation, TLS) only reach error_cb, so name them here.
+            seen = f" (errors: {'; '.join(self._connect_errors)})" if self._connect_errors else ""
+            servers = ", ".join(_redact_url(s) for s in config.servers)
             raise NatsConnectionError(
-                f"could not connect to NATS at {', '.join(config.servers)}: {type(exc).__name__}: {exc or 'no detail'}"
+                f"could not connect to NATS at {servers}: {type(exc).__name__}: {exc or 'no detail'}{seen}"
                 " (is a server running? `shipkit server` starts one)"
             ) from exc
         finally:
@@ -139,7 +145,7 @@ class ConnectionManager:
         self._closing = False
         self._nc = nc
         self._js = nc.jetstream(timeout=config.request_timeout_s)
-        log.debug("nats.connected", server=str(nc.connected_url.netloc) if nc.connected_url else None)
+        log.debug("nats.connected", server=_server_address(nc))
         return self
 
     async def disconnect(self) -> None:
@@ -298,8 +304,11 @@ class ConnectionManager:
     # -- connection events -------------------------------------------------------------------
 
     async def _on_error(self, exc: Exception) -> None:
-        if self._connecting:
-            return  # the initial connect raises NatsConnectionError with the cause instead
+        if self._connecting:  # the initial connect raises NatsConnectionError naming these instead
+            text = f"{type(exc).__name__}: {exc}"
+            if text not in self._connect_errors and len(self._connect_errors) < 5:
+                self._connect_errors.append(text)
+            return
         log.warning("nats.error", error=f"{type(exc).__name__}: {exc}")
 
     async def _on_disconnected(self) -> None:
@@ -307,8 +316,13 @@ class ConnectionManager:
             log.warning("nats.disconnected", hint="reconnecting per the config's reconnect policy")
 
     async def _on_reconnected(self) -> None:
-        nc = self._nc
-        log.info("nats.reconnected", server=str(nc.connected_url.netloc) if nc and nc.connected_url else None)
+        log.info("nats.reconnected", server=_server_address(self._nc))
+
+
+def _server_address(nc: Client | None) -> str | None:
+    """``host:port`` of the connected server, without the URL's credentials (``netloc`` has them)."""
+    url = nc.connected_url if nc is not None else None
+    return f"{url.hostname}:{url.port}" if url is not None else None
 
 
 def resolve_connection(connection: ConnectionManager | NatsConfig | str | None) -> tuple[ConnectionManager, bool]:

@@ -169,21 +169,37 @@ def _translate(exc: BaseException, what: str) -> ShipkitError | None:
     """Map one nats-py exception to its shipkit counterpart, or None if it is not one of theirs."""
     where = f"{what}: " if what else ""
     if isinstance(exc, _js_errors.KeyWrongLastSequenceError):
-        return RevisionConflictError(f"{where}revision conflict ({exc.description or exc})")
+        # nats-py drops the server's err_code here; it is always "wrong last sequence".
+        return RevisionConflictError(
+            f"{where}revision conflict ({exc.description or exc})", err_code=JS_ERR_STREAM_WRONG_LAST_SEQUENCE
+        )
+    # nats-py's KV "not found" errors skip APIError.__init__ (no err_code attribute): match them first.
+    if isinstance(exc, _js_errors.KeyDeletedError):
+        return KeyNotFoundError(f"{where}key was deleted")
+    if isinstance(exc, _js_errors.KeyNotFoundError):
+        return KeyNotFoundError(f"{where}key not found")
+    if isinstance(exc, _js_errors.ObjectNotFoundError | _js_errors.ObjectDeletedError):
+        return ObjectNotFoundError(f"{where}object not found")
+    if isinstance(exc, _js_errors.DigestMismatchError):
+        return ChecksumMismatchError(f"{where}object digest mismatch")
+    if isinstance(
+        exc, (_js_errors.InvalidKeyError, _js_errors.InvalidBucketNameError, _js_errors.InvalidObjectNameError)
+    ):
+        return InvalidNameError(f"{where}{type(exc).__name__}")
     if isinstance(exc, _js_errors.BucketNotFoundError):
-        return BucketNotFoundError(f"{where}bucket not found")
+        return BucketNotFoundError(f"{where}bucket not found", err_code=getattr(exc, "err_code", None))
     if isinstance(exc, _js_errors.NoStreamResponseError):
         return StreamNotFoundError(f"{where}no stream captures this subject (publish got no ack)")
     if isinstance(exc, _js_errors.APIError):
-        code = exc.err_code
-        text = f"{where}{exc.description or exc} (err_code={code}, status={exc.code})"
+        code, status = getattr(exc, "err_code", None), getattr(exc, "code", None)
+        text = f"{where}{getattr(exc, 'description', None) or exc} (err_code={code}, status={status})"
         if code in (JS_ERR_STREAM_NOT_FOUND, JS_ERR_NO_STREAM_MATCHES_SUBJECT):
-            return StreamNotFoundError(text, err_code=code, status=exc.code)
+            return StreamNotFoundError(text, err_code=code, status=status)
         if code == JS_ERR_STREAM_NAME_IN_USE:
-            return StreamExistsError(text, err_code=code, status=exc.code)
+            return StreamExistsError(text, err_code=code, status=status)
         if code == JS_ERR_STREAM_WRONG_LAST_SEQUENCE:
-            return RevisionConflictError(text, err_code=code, status=exc.code)
-        return JetStreamError(text, err_code=code, status=exc.code)
+            return RevisionConflictError(text, err_code=code, status=status)
+        return JetStreamError(text, err_code=code, status=status)
     if isinstance(exc, _js_errors.Error):
         return JetStreamError(f"{where}{exc}")
     if isinstance(exc, _nats_errors.MaxPayloadError):

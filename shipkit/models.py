@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticSerializationError
 
 from shipkit.errors import SerializationError
 
@@ -78,7 +79,14 @@ class WireModel(BaseModel):
 
     def to_json(self) -> bytes:
         """Compact JSON bytes, fields in contract order."""
-        return self.model_dump_json().encode()
+        return self._dump_json()
+
+    def _dump_json(self, exclude: set[str] | None = None) -> bytes:
+        """Compact JSON; raise :class:`SerializationError` when a value is not JSON-able."""
+        try:
+            return self.model_dump_json(exclude=exclude).encode()
+        except PydanticSerializationError as exc:
+            raise SerializationError(f"cannot encode {type(self).__name__} as JSON: {exc}") from exc
 
     @classmethod
     def from_json(cls, data: bytes | str) -> Self:
@@ -157,7 +165,7 @@ class ChannelMessage(WireModel):
     def to_json(self) -> bytes:
         """Compact JSON; the ``metadata`` key is left out entirely when there is none."""
         exclude = {"metadata"} if self.metadata is None else None
-        return self.model_dump_json(exclude=exclude).encode()
+        return self._dump_json(exclude)
 
 
 class BeingState(enum.StrEnum):

