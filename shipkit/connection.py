@@ -8,6 +8,7 @@ config that differs from the declaration is reported as a drift warning, never r
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from types import TracebackType
 from typing import Any, Literal
@@ -195,6 +196,29 @@ class ConnectionManager:
     def max_payload(self) -> int:
         """The server's maximum message size in bytes."""
         return int(self.client.max_payload)
+
+    async def confirm_sent(self) -> None:
+        """Return once the server has processed every command this connection queued so far.
+
+        Use it after subscribing, before telling anyone the subscriptions exist. nats-py's own
+        ``flush()`` is not enough: it writes its PING straight to the socket, ahead of SUBs still
+        queued for the flusher task, so its PONG can return before the server saw them. A message
+        to ourselves travels the same queue as the SUBs, so its arrival proves they were processed.
+        """
+        client = self.client
+        arrived = asyncio.Event()
+
+        async def on_msg(_msg: Any) -> None:
+            arrived.set()
+
+        inbox = client.new_inbox()
+        with translate_nats_errors("confirm subscriptions"):
+            sub = await client.subscribe(inbox, cb=on_msg)
+            try:
+                await client.publish(inbox, b"")
+                await asyncio.wait_for(arrived.wait(), self.config.request_timeout_s)
+            finally:
+                await sub.unsubscribe()
 
     async def request(
         self, subject: str, payload: bytes, *, timeout_s: float | None = None, headers: dict[str, str] | None = None

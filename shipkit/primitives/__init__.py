@@ -20,7 +20,7 @@ from shipkit.primitives.eventbus import DurableConsumer, EventBus, emit_event, g
 from shipkit.primitives.health import HealthMetrics
 from shipkit.primitives.kv import KvEntry, KvStore, KvWatch
 from shipkit.primitives.objects import ShipObjectStore
-from shipkit.primitives.pubsub import EventType, PubSub, Publisher, Subscriber
+from shipkit.primitives.pubsub import EventType, Publisher, PubSub, Subscriber
 from shipkit.primitives.service_builder import NatsServiceBuilder, ServiceArgs
 from shipkit.primitives.ship_config import ShipConfig
 from shipkit.primitives.snapshots import BeingSnapshots
