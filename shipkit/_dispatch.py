@@ -71,6 +71,16 @@ class _Resume:
                     return stop.value
 
 
+def _translated(exc: Exception, what: str) -> Exception:
+    """``exc`` as :func:`translate_nats_errors` would raise it (nats-py errors become shipkit ones)."""
+    try:
+        with translate_nats_errors(what):
+            raise exc
+    except Exception as translated:
+        return translated
+    return exc  # not reached: the block always raises
+
+
 def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
     """Field errors as JSON-able dicts: ``[{"loc": [...], "msg": ..., "type": ...}]``."""
     return [
@@ -237,12 +247,14 @@ class Endpoint:
     async def _succeeded(self, msg: Msg, result: Any, started: int) -> None:
         reply = msg.reply
         if reply:
+            # No context manager on this path: entering translate_nats_errors (and formatting its
+            # label) for every reply cost ~1.2 µs, close to a tenth of the responder's CPU per
+            # request at 64 in flight; errors are translated the same way, only when raised.
             try:
-                body = encode_result(result)
-                with translate_nats_errors(f"reply to {self.subject}"):
-                    await self.runtime.nc.publish(reply, body)
+                await self.runtime.nc.publish(reply, encode_result(result))
             except Exception as exc:  # encoding or an oversized reply: tell the caller what happened
-                await self._failed(msg, exc, started, note="the handler succeeded but its reply could not be sent")
+                failure = _translated(exc, f"reply to {self.subject}")
+                await self._failed(msg, failure, started, note="the handler succeeded but its reply could not be sent")
                 return
         self.processing_time_ns += time.perf_counter_ns() - started
         self.runtime.counts.handled += 1

@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_type_hints
 
 from shipkit._names import (
     sanitize_consumer_name,
@@ -46,8 +46,9 @@ __all__ = ["Lifespan", "Service"]
 
 F = TypeVar("F", bound=Callable[..., Coroutine[Any, Any, Any]])
 H = TypeVar("H", bound=Callable[..., Awaitable[None]])
-Lifespan = Callable[["Service"], AbstractAsyncContextManager[Any]]
-"""``lifespan(service)`` -> an async context manager entered at start and exited at shutdown."""
+Lifespan = Callable[[Any], AbstractAsyncContextManager[Any]]
+"""``lifespan(service)`` or ``lifespan(ctx: Context)`` -> an async context manager entered at start
+(after connecting and provisioning, before any message is taken) and exited at shutdown."""
 
 _SEMVER_CHARS = frozenset("0123456789.-+abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _UNSET: Any = object()
@@ -58,6 +59,24 @@ def _check_version(version: str) -> str:
     if len(core) != 3 or not all(part.isdigit() for part in core) or not set(version) <= _SEMVER_CHARS:
         raise ConfigurationError(f"service version {version!r} must be SemVer, like '1.2.3'")
     return version
+
+
+def _takes_context(func: Callable[..., Any]) -> bool:
+    """True when ``func``'s first parameter is annotated :class:`Context` or named ``ctx``/``context``."""
+    try:
+        params = list(inspect.signature(func).parameters.values())
+    except (TypeError, ValueError):  # a builtin or C callable: nothing to inspect
+        return False
+    if not params:
+        return False
+    try:
+        hints = get_type_hints(func)
+    except Exception:  # unresolvable annotations (TYPE_CHECKING imports): decide on the name
+        hints = {}
+    annotation = hints.get(params[0].name)
+    if isinstance(annotation, type) and issubclass(annotation, Context):
+        return True
+    return annotation is None and params[0].name in ("ctx", "context")
 
 
 def _stream_name_for(prefix: str) -> str:
@@ -78,7 +97,9 @@ class Service:
         queue_group: queue group of request handlers (``None``: every instance answers).
         agent_name: sender name for channels (defaults to ``name``).
         metadata: service metadata for discovery.
-        lifespan: ``lifespan(service)`` async context manager around the running service.
+        lifespan: async context manager around the running service: ``lifespan(service)``, or
+            ``lifespan(ctx)`` when its parameter is annotated ``Context`` or named ``ctx`` (the
+            context reaches the service's connection, ``kv(...)``, ``emit(...)`` and ``log``).
         graceful_timeout_s: default grace period for in-flight work at shutdown.
         unknown_command_reply: answer unknown commands under the prefix with the seed's 404
             ``UNKNOWN_COMMAND`` (True, the default) or leave them to other subscribers.
@@ -118,6 +139,7 @@ class Service:
         self.agent_name = agent_name or name
         self.metadata = dict(metadata or {})
         self.lifespan = lifespan
+        self.lifespan_wants_context = lifespan is not None and _takes_context(lifespan)
         self.graceful_timeout_s = graceful_timeout_s
         self.unknown_command_reply = unknown_command_reply
         if mutation_transport not in ("jetstream", "core"):

@@ -99,5 +99,17 @@ def server_command(port: int, host: str, store_dir: Path, binary: Path | None) -
     click.echo("nats-server stopped.")
 
 
+def _register_commands() -> None:
+    # Each command lives next to what it drives (shipkit/_cli_app.py, shipkit/jobs/cli.py).
+    from shipkit._cli_app import inspect_command, new_command, run_command
+    from shipkit.jobs.cli import jobs
+
+    for command in (run_command, inspect_command, new_command, jobs):
+        main.add_command(command)
+
+
+_register_commands()
+
+
 if __name__ == "__main__":  # pragma: no cover - `python -m shipkit.cli`
     main()

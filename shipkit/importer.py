@@ -46,6 +46,10 @@ def _resolve(value: Any, where: str) -> Service:
             produced = value()
         except TypeError as exc:
             raise ImportFromStringError(f"{where} looks like a factory but calling it failed: {exc}") from exc
+        except Exception as exc:
+            raise ImportFromStringError(
+                f"factory {where} raised {type(exc).__name__}: {exc} (fix the error in that function)"
+            ) from exc
         if isinstance(produced, Service):
             return produced
         raise ImportFromStringError(f"factory {where} returned {type(produced).__name__}, not a shipkit.Service")

@@ -51,7 +51,8 @@ def capture_signals(runtime: Runtime) -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             loop.remove_signal_handler(signum)
-            signal.signal(signum, handler)
+            if handler is not None:  # None: installed outside Python; remove_signal_handler reset it
+                signal.signal(signum, handler)
 
 
 def _listening(url: str, timeout_s: float = 0.5) -> bool:
@@ -95,8 +96,12 @@ async def serve(
         if embedded and not explicit and not _listening(url):
             server = NatsServer(port=4222, store_dir=Path(data_dir) / "nats")
             await server.__aenter__()
-            log.info("embedded_server.started", url=server.url, store_dir=str(server.store_dir),
-                     hint="nothing was listening on localhost:4222; pass --no-embedded to turn this off")
+            log.info(
+                "embedded_server.started",
+                url=server.url,
+                store_dir=str(server.store_dir),
+                hint="nothing was listening on localhost:4222; pass --no-embedded to turn this off",
+            )
             url = server.url
         config = NatsConfig.from_url(url, name=service.name)
     runtime = Runtime(service, config, graceful_timeout_s=graceful_timeout_s, provision=provision)

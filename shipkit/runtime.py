@@ -30,7 +30,7 @@ from shipkit.config import KvBucketConfig, NatsConfig, ObjectStoreConfig
 from shipkit.connection import ConnectionManager, ProvisionMode, resolve_connection
 from shipkit.context import CORRELATION_HEADER, Context
 from shipkit.discovery import Discovery, new_instance_id
-from shipkit.errors import ConfigurationError, NatsTimeoutError, SerializationError
+from shipkit.errors import ConfigurationError, SerializationError
 from shipkit.models import ShipEvent
 
 if TYPE_CHECKING:
@@ -223,7 +223,7 @@ class Runtime:
         await self._start_job_workers()
         self.discovery = Discovery(service, self.endpoints, self.instance_id)
         await self.discovery.start(self.nc)
-        await _confirm_subscriptions(self.nc)  # the server knows every subscription before start() returns
+        await self.connection.confirm_sent()  # the server knows every subscription before start() returns
 
     def _call_hook(self, hook: Callable[..., Any]) -> Any:
         """Call a startup/shutdown hook, with a :class:`Context` when it takes a parameter."""
@@ -542,27 +542,3 @@ def _jsonable(result: Any) -> Any:
 
 async def _as_coroutine(awaitable: Any) -> Any:
     return await awaitable
-
-
-async def _confirm_subscriptions(nc: Client, timeout_s: float = 10.0) -> None:
-    """Return once the server has processed every command this connection sent so far.
-
-    ``nc.flush()`` is not enough: nats-py writes its PING straight to the socket, ahead of the
-    SUBs still queued for its flusher task, so the PONG can come back before the server saw them
-    and a request from another connection right after start gets "no responders". A message to
-    ourselves travels the same queue as the SUBs, so its return proves the server has them.
-    """
-    arrived = asyncio.Event()
-
-    async def on_msg(_msg: Msg) -> None:
-        arrived.set()
-
-    inbox = nc.new_inbox()
-    subscription = await nc.subscribe(inbox, cb=on_msg)
-    try:
-        await nc.publish(inbox, b"")
-        await asyncio.wait_for(arrived.wait(), timeout_s)
-    except TimeoutError as exc:
-        raise NatsTimeoutError(f"the server did not confirm the subscriptions within {timeout_s}s") from exc
-    finally:
-        await subscription.unsubscribe()

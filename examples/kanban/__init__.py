@@ -1,0 +1,1 @@
+"""The kanban example: a command service with mutation events and an audit consumer (see README.md)."""
