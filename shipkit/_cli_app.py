@@ -1,0 +1,260 @@
+"""``shipkit run``, ``shipkit inspect`` and ``shipkit new``: click commands registered on ``shipkit.cli.main``.
+
+Each command parses and converts its options, then calls one library function
+(:func:`shipkit.runner.run`, :meth:`shipkit.Service.describe`, :func:`shipkit.scaffold.create_project`),
+so a script and the CLI behave the same. Exit codes:
+
+- ``0``: clean exit (for ``run``: after a graceful shutdown);
+- ``2``: usage error (bad option, unknown template, a file ``new`` would overwrite);
+- ``3``: startup failure (the service cannot be imported, the server is unreachable, a stream
+  is missing under ``--verify`` ...): one line on stderr; the traceback with ``--log-level debug``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, cast
+
+import click
+
+from shipkit.errors import ShipkitError
+
+if TYPE_CHECKING:
+    from shipkit.app import Service
+    from shipkit.logging import LogFormat
+
+__all__ = ["EXIT_STARTUP_FAILURE", "EXIT_USAGE", "inspect_command", "new_command", "run_command"]
+
+EXIT_USAGE = 2
+EXIT_STARTUP_FAILURE = 3
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _startup_failure(exc: BaseException, *, show_traceback: bool) -> NoReturn:
+    """One clear line on stderr (plus the traceback when asked for, or for a non-shipkit error), exit 3."""
+    from shipkit.importer import ImportFromStringError
+
+    if show_traceback or not isinstance(exc, ShipkitError):
+        traceback.print_exception(exc, file=sys.stderr)
+    message = str(exc) if isinstance(exc, ShipkitError) else f"{type(exc).__name__}: {exc}"
+    cause = exc.__cause__
+    if isinstance(exc, ImportFromStringError) and cause and not isinstance(cause, ImportError) and not show_traceback:
+        message += " [--log-level debug shows the traceback]"
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(EXIT_STARTUP_FAILURE)
+
+
+def _load(target: str, app_dir: Path | None, *, show_traceback: bool) -> Service:
+    from shipkit.importer import load_service
+
+    try:
+        return load_service(target, app_dir=app_dir)
+    except ShipkitError as exc:
+        _startup_failure(exc, show_traceback=show_traceback)
+
+
+_target_argument = click.argument("target", metavar="MODULE[:ATTR]")
+_app_dir_option = click.option(
+    "--app-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Directory put first on sys.path to import MODULE from.  [default: the current directory]",
+)
+
+
+@click.command("run")
+@_target_argument
+@click.option(
+    "--nats-url",
+    metavar="URL",
+    default=None,
+    help="NATS server URL(s), comma-separated.  [default: $SHIPKIT_NATS_URL, $NATS_URL or nats://localhost:4222]",
+)
+@_app_dir_option
+@click.option("--log-level", type=click.Choice(_LOG_LEVELS, case_sensitive=False), default="info", show_default=True)
+@click.option(
+    "--log-format",
+    type=click.Choice(["console", "json", "auto"]),
+    default="auto",
+    show_default=True,
+    help="console for humans, json for one object per line, auto: console on a terminal, else json.",
+)
+@click.option(
+    "--graceful-timeout",
+    "graceful_timeout_s",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="Grace period for in-flight work at shutdown.  [default: the service's, 30]",
+)
+@click.option(
+    "--verify", is_flag=True, help="Create nothing: fail at startup if a stream, consumer or bucket is missing."
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".shipkit"),
+    show_default=True,
+    help="Where the embedded server keeps its store (under DIR/nats).",
+)
+@click.option(
+    "--no-embedded", is_flag=True, help="Never start the embedded server when nothing listens on localhost:4222."
+)
+def run_command(
+    target: str,
+    nats_url: str | None,
+    app_dir: Path | None,
+    log_level: str,
+    log_format: str,
+    graceful_timeout_s: float | None,
+    verify: bool,
+    data_dir: Path,
+    no_embedded: bool,
+) -> None:
+    """Run the service MODULE[:ATTR] until SIGINT or SIGTERM, then shut down gracefully.
+
+    ATTR names a shipkit.Service (dotted attributes allowed) or a function returning one; with
+    MODULE alone, the module must hold exactly one Service. A second Ctrl-C skips the grace period.
+
+    \b
+    Examples:
+      shipkit run kanban.service:service
+      shipkit run app --nats-url nats://nats.internal:4222 --log-format json
+      shipkit run app:create_service --verify --graceful-timeout 10
+    """
+    from shipkit.logging import configure_logging
+    from shipkit.runner import run
+
+    level = log_level.lower()
+    debug = level == "debug"
+    configure_logging(level, cast("LogFormat", log_format))  # click.Choice allows only those values
+    service = _load(target, app_dir, show_traceback=debug)
+    try:
+        run(
+            service,
+            nats_url=nats_url,
+            graceful_timeout_s=graceful_timeout_s,
+            provision="verify" if verify else "create",
+            embedded=not no_embedded,
+            data_dir=data_dir,
+        )
+    except KeyboardInterrupt:  # Ctrl-C before the signal capture was installed (e.g. while connecting)
+        sys.exit(130)
+    except Exception as exc:
+        # The runtime turns every failure after start into log lines, so what gets here failed to start.
+        _startup_failure(exc, show_traceback=debug)
+
+
+@click.command("inspect")
+@_target_argument
+@_app_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print the description as JSON (for scripts).")
+def inspect_command(target: str, app_dir: Path | None, as_json: bool) -> None:
+    """Show what the service MODULE[:ATTR] will use: subjects, consumers, streams and buckets.
+
+    Nothing is connected or created; this only imports the module.
+
+    \b
+    Examples:
+      shipkit inspect kanban.service:service
+      shipkit inspect app --json | jq '.handlers[].subject'
+    """
+    from shipkit.logging import configure_logging
+
+    configure_logging("warning", "console")  # log lines of the imported module go to stderr, not the output
+    description = _load(target, app_dir, show_traceback=False).describe()
+    if as_json:
+        click.echo(json.dumps(description, indent=2))
+    else:
+        click.echo("\n".join(_describe_lines(description)))
+
+
+def _describe_lines(d: dict[str, Any]) -> list[str]:
+    """The human-readable form of :meth:`Service.describe`: one section per kind, columns aligned."""
+
+    def queue(value: object) -> str:
+        return f"queue={value}" if value else "queue=- (every instance)"
+
+    handlers = [
+        (h["subject"], queue(h["queue"]) + (f"  mutation={h['mutation']}" if h["mutation"] else ""))
+        for h in d["handlers"]
+    ]
+    if d["default_handler"]:
+        handlers.append((f"{d['prefix']}.>", "default handler (commands no handler takes)"))
+    sections: list[tuple[str, list[tuple[str, str]]]] = [
+        ("handlers (request-reply)", handlers),
+        (
+            "events (durable consumers)",
+            [(e["filter"], f"durable={e['durable']}  stream={e['stream']}") for e in d["events"]],
+        ),
+        ("kv watches", [(w["bucket"], f"key={w['key']}") for w in d["kv_watches"]]),
+        ("subscriptions (core NATS)", [(m["subject"], queue(m["queue"])) for m in d["messages"]]),
+        ("channels", [(c["channel"], f"replay_history={str(c['replay_history']).lower()}") for c in d["channels"]]),
+        ("job workers", [(str(worker), "") for worker in d["job_workers"]]),
+    ]
+    lines = [
+        f"service {d['name']} {d['version']}",
+        f"  requests on {d['prefix']}.<command>; discovery on $SRV.PING|INFO|STATS.{d['name']}",
+    ]
+    for title, rows in sections:
+        if not rows:
+            continue
+        width = max(len(first) for first, _ in rows)
+        lines.append(f"{title}:")
+        lines.extend(f"  {first:<{width}}  {rest}".rstrip() for first, rest in rows)
+    lines.append(f"streams: {', '.join(d['streams']) or 'none'}")
+    lines.append(f"buckets: {', '.join(d['buckets']) or 'none'}")
+    return lines
+
+
+@click.command("new")
+@click.argument("name")
+@click.option(
+    "--template",
+    type=click.Choice(["service", "agent", "worker"]),
+    default="service",
+    show_default=True,
+    help="service: request-reply with a model and a mutation event; agent: being registry and ship_config "
+    "watch; worker: a job worker.",
+)
+@click.option(
+    "--directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where to create the project.  [default: ./NAME]",
+)
+def new_command(name: str, template: str, directory: Path | None) -> None:
+    """Create a project NAME from a template, with tests that pass out of the box.
+
+    Existing files are never overwritten: if any would be, nothing is written.
+
+    \b
+    Examples:
+      shipkit new demo
+      shipkit new scout --template agent
+      shipkit new thumbnails --template worker --directory services/thumbnails
+    """
+    from shipkit.scaffold import ScaffoldError, create_project, project_context
+
+    target = directory if directory is not None else Path(name)
+    try:
+        written = create_project(name, template=template, directory=target)
+        package = project_context(name)["package"]
+    except ScaffoldError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    for path in written:
+        click.echo(f"  created {path}")
+    steps = [
+        (f"cd {target}", ""),
+        ("pytest", "the generated tests, each against its own embedded server"),
+        (f"shipkit run {package}.service", "starts a local server if none is running"),
+        (f"shipkit inspect {package}.service", "what it subscribes to and provisions"),
+    ]
+    width = max(len(command) for command, _ in steps)
+    click.echo("\nNext steps:")
+    for command, comment in steps:
+        click.echo(f"  {command:<{width}}  # {comment}" if comment else f"  {command}")
