@@ -204,7 +204,7 @@ async def start_job_workers(runtime: Runtime) -> list[Stopper]:
     from shipkit.jobs import JobQueue, JobWorker
     from shipkit.runtime import Counts
 
-    queue = JobQueue(runtime.connection)
+    queue: JobQueue[Any] = JobQueue(runtime.connection, name=runtime.service.job_queue)
     await queue.connect()
     stoppers: list[Stopper] = []
     for spec in runtime.service.job_workers:

@@ -106,6 +106,8 @@ class Service:
         mutation_transport: ``"jetstream"`` (default) publishes mutation events as ``ShipEvent``
             with the ack awaited; ``"core"`` publishes the raw event payload over core NATS, as
             noesis-ship does when no event stream is configured (nothing is stored).
+        job_queue: the :class:`~shipkit.jobs.JobQueue` name ``@service.job_worker`` functions
+            take jobs from (default ``"jobs"``).
     """
 
     def __init__(
@@ -124,6 +126,7 @@ class Service:
         graceful_timeout_s: float = 30.0,
         unknown_command_reply: bool = True,
         mutation_transport: Literal["jetstream", "core"] = "jetstream",
+        job_queue: str = "jobs",
     ) -> None:
         self.name = validate_service_name(name)
         self.version = _check_version(version)
@@ -145,6 +148,7 @@ class Service:
         if mutation_transport not in ("jetstream", "core"):
             raise ConfigurationError(f"mutation_transport must be 'jetstream' or 'core', got {mutation_transport!r}")
         self.mutation_transport = mutation_transport
+        self.job_queue = validate_token(job_queue, "job queue name")
         self.handlers: list[HandlerSpec] = []
         self.default_handler_spec: DefaultHandlerSpec | None = None
         self.mutation_callback_func: MutationCallback | None = None
