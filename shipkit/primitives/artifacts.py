@@ -8,14 +8,11 @@ as noesis-ship writes it, so either side can filter the other's artifacts by des
 from __future__ import annotations
 
 import os
-from types import TracebackType
-from typing import Self
 
-from shipkit._names import validate_bucket_name
-from shipkit.config import NatsConfig, ObjectStoreConfig
+from shipkit.config import NatsConfig
 from shipkit.connection import ConnectionManager
 from shipkit.models import ObjectMeta
-from shipkit.primitives.objects import ShipObjectStore
+from shipkit.primitives.objects import ObjectPrimitive
 
 __all__ = ["DEFAULT_ARTIFACTS_BUCKET", "ArtifactStore", "artifact_description"]
 
@@ -27,7 +24,7 @@ def artifact_description(type: str, expedition: str | None = None) -> str:
     return f"type={type}" if expedition is None else f"type={type}, expedition={expedition}"
 
 
-class ArtifactStore:
+class ArtifactStore(ObjectPrimitive):
     """Store and fetch artifacts by name.
 
     ::
@@ -43,34 +40,9 @@ class ArtifactStore:
     """
 
     def __init__(
-        self,
-        connection: ConnectionManager | NatsConfig | str | None = None,
-        *,
-        bucket: str = DEFAULT_ARTIFACTS_BUCKET,
+        self, connection: ConnectionManager | NatsConfig | str | None = None, *, bucket: str = DEFAULT_ARTIFACTS_BUCKET
     ) -> None:
-        self._objects = ShipObjectStore(ObjectStoreConfig(bucket=validate_bucket_name(bucket)), connection)
-
-    @property
-    def objects(self) -> ShipObjectStore:
-        """The underlying object store (for ``info``, ``get_file`` and friends)."""
-        return self._objects
-
-    async def connect(self) -> Self:
-        """Connect and provision the bucket."""
-        await self._objects.connect()
-        return self
-
-    async def close(self) -> None:
-        """Close the connection if this store owns it."""
-        await self._objects.close()
-
-    async def __aenter__(self) -> Self:
-        return await self.connect()
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
+        super().__init__(connection, bucket=bucket)
 
     async def store_artifact(self, name: str, data: bytes, type: str, expedition: str | None = None) -> ObjectMeta:
         """Store ``data`` as artifact ``name`` (replacing one of that name) with its type and expedition."""

@@ -56,7 +56,12 @@ from shipkit.errors import (
 )
 from shipkit.models import ObjectMeta, utc_now_iso
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "SHA256_METADATA_KEY", "ShipObjectStore"]
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "SHA256_METADATA_KEY",
+    "ObjectPrimitive",
+    "ShipObjectStore",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -547,3 +552,38 @@ async def _iter_bytes(data: bytes, chunk_size: int) -> AsyncIterator[bytes]:
 async def _iter_file(file: IO[bytes], chunk_size: int) -> AsyncIterator[bytes]:
     while chunk := await asyncio.to_thread(file.read, chunk_size):
         yield chunk
+
+
+class ObjectPrimitive:
+    """Base of the primitives that keep their data in one object bucket (snapshots, artifacts).
+
+    Args:
+        connection: a shared :class:`ConnectionManager`, or a config / URL / ``None`` for an
+            owned connection.
+        bucket: the object bucket name.
+    """
+
+    def __init__(self, connection: ConnectionManager | NatsConfig | str | None = None, *, bucket: str) -> None:
+        self._objects = ShipObjectStore(ObjectStoreConfig(bucket=validate_bucket_name(bucket)), connection)
+
+    @property
+    def objects(self) -> ShipObjectStore:
+        """The underlying object store (for ``info``, ``get_file`` and friends)."""
+        return self._objects
+
+    async def connect(self) -> Self:
+        """Connect (if owned) and provision the bucket."""
+        await self._objects.connect()
+        return self
+
+    async def close(self) -> None:
+        """Close the connection if owned."""
+        await self._objects.close()
+
+    async def __aenter__(self) -> Self:
+        return await self.connect()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()

@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from shipkit._json import dumps, loads
-from shipkit._names import validate_bucket_name, validate_object_name
-from shipkit.config import NatsConfig, ObjectStoreConfig
+from shipkit._names import validate_object_name
+from shipkit.config import NatsConfig
 from shipkit.connection import ConnectionManager
 from shipkit.errors import SerializationError
 from shipkit.models import ObjectMeta, parse_timestamp
-from shipkit.primitives.objects import ShipObjectStore
+from shipkit.primitives.objects import ObjectPrimitive
 
 __all__ = ["DEFAULT_SNAPSHOTS_BUCKET", "BeingSnapshots", "parse_snapshot_id"]
 
@@ -43,7 +42,7 @@ def parse_snapshot_id(snapshot_id: str) -> tuple[str, str, int] | None:
     return match["being"], match["stamp"], int(match["seq"] or 1)
 
 
-class BeingSnapshots:
+class BeingSnapshots(ObjectPrimitive):
     """Take, list and restore snapshots of beings' state.
 
     ::
@@ -59,34 +58,9 @@ class BeingSnapshots:
     """
 
     def __init__(
-        self,
-        connection: ConnectionManager | NatsConfig | str | None = None,
-        *,
-        bucket: str = DEFAULT_SNAPSHOTS_BUCKET,
+        self, connection: ConnectionManager | NatsConfig | str | None = None, *, bucket: str = DEFAULT_SNAPSHOTS_BUCKET
     ) -> None:
-        self._objects = ShipObjectStore(ObjectStoreConfig(bucket=validate_bucket_name(bucket)), connection)
-
-    @property
-    def objects(self) -> ShipObjectStore:
-        """The underlying object store (for ``info``, ``get_file`` and friends)."""
-        return self._objects
-
-    async def connect(self) -> Self:
-        """Connect and provision the bucket."""
-        await self._objects.connect()
-        return self
-
-    async def close(self) -> None:
-        """Close the connection if these snapshots own it."""
-        await self._objects.close()
-
-    async def __aenter__(self) -> Self:
-        return await self.connect()
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
+        super().__init__(connection, bucket=bucket)
 
     async def take(self, being_id: str, state: Any, reason: str) -> str:
         """Store ``state`` (any JSON value) and return the new snapshot id.
