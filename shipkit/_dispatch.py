@@ -19,7 +19,7 @@ import structlog
 from pydantic import ValidationError
 
 from shipkit.codec import Signature, encode_result
-from shipkit.errors import PayloadTooLargeError, ServiceError, translate_nats_errors
+from shipkit.errors import PayloadTooLargeError, ServiceError, translate_nats_error
 from shipkit.models import ErrorResponse
 
 if TYPE_CHECKING:
@@ -69,16 +69,6 @@ class _Resume:
                     pending = coro.send(value)
                 except StopIteration as stop:
                     return stop.value
-
-
-def _translated(exc: Exception, what: str) -> Exception:
-    """``exc`` as :func:`translate_nats_errors` would raise it (nats-py errors become shipkit ones)."""
-    try:
-        with translate_nats_errors(what):
-            raise exc
-    except Exception as translated:
-        return translated
-    return exc  # not reached: the block always raises
 
 
 def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
@@ -253,7 +243,7 @@ class Endpoint:
             try:
                 await self.runtime.nc.publish(reply, encode_result(result))
             except Exception as exc:  # encoding or an oversized reply: tell the caller what happened
-                failure = _translated(exc, f"reply to {self.subject}")
+                failure = translate_nats_error(exc, f"reply to {self.subject}")
                 await self._failed(msg, failure, started, note="the handler succeeded but its reply could not be sent")
                 return
         self.processing_time_ns += time.perf_counter_ns() - started

@@ -53,6 +53,7 @@ __all__ = [
     "ShipkitError",
     "StreamExistsError",
     "StreamNotFoundError",
+    "translate_nats_error",
     "translate_nats_errors",
 ]
 
@@ -227,6 +228,17 @@ def _translate(exc: BaseException, what: str) -> ShipkitError | None:
     if isinstance(exc, _nats_errors.Error):
         return ShipkitError(f"{where}{type(exc).__name__}: {exc}")
     return None
+
+
+def translate_nats_error(exc: BaseException, what: str = "") -> BaseException:
+    """The shipkit error for a nats-py exception (``__cause__`` set), or ``exc`` itself if it is not one."""
+    if isinstance(exc, ShipkitError):
+        return exc
+    translated = _translate(exc, what)
+    if translated is None:
+        return exc
+    translated.__cause__ = exc
+    return translated
 
 
 @contextmanager

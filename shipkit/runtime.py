@@ -217,10 +217,7 @@ class Runtime:
             await self._call_hook(hook)
         await self._start_requests()
         await self._start_messages()
-        await self._start_events()
-        await self._start_kv_watches()
-        await self._start_channels()
-        await self._start_job_workers()
+        await self._start_consumers()
         self.discovery = Discovery(service, self.endpoints, self.instance_id)
         await self.discovery.start(self.nc)
         await self.connection.confirm_sent()  # the server knows every subscription before start() returns
@@ -335,33 +332,19 @@ class Runtime:
                 await self.nc.subscribe(spec.subject, queue=spec.queue or "", cb=endpoint.handle)
             )
 
-    async def _start_events(self) -> None:
-        if not self.service.events:
-            return
-        from shipkit._consumers import start_event_consumers
+    async def _start_consumers(self) -> None:
+        """Durable events, KV watches, channels, then job workers: each returns its stoppers."""
+        from shipkit import _consumers
 
-        self._stoppers.extend(await start_event_consumers(self))
-
-    async def _start_kv_watches(self) -> None:
-        if not self.service.kv_watches:
-            return
-        from shipkit._consumers import start_kv_watches
-
-        self._stoppers.extend(await start_kv_watches(self))
-
-    async def _start_channels(self) -> None:
-        if not self.service.channels:
-            return
-        from shipkit._consumers import start_channel_handlers
-
-        self._stoppers.extend(await start_channel_handlers(self))
-
-    async def _start_job_workers(self) -> None:
-        if not self.service.job_workers:
-            return
-        from shipkit._consumers import start_job_workers
-
-        self._stoppers.extend(await start_job_workers(self))
+        service = self.service
+        for declared, start in (
+            (service.events, _consumers.start_event_consumers),
+            (service.kv_watches, _consumers.start_kv_watches),
+            (service.channels, _consumers.start_channel_handlers),
+            (service.job_workers, _consumers.start_job_workers),
+        ):
+            if declared:
+                self._stoppers.extend(await start(self))
 
     # -- run and stop -----------------------------------------------------------------------------
 

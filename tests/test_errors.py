@@ -48,7 +48,7 @@ def translate(exc: BaseException, what: str = "op target") -> BaseException:
 
 def test_every_public_error_is_rooted_at_shipkit_error() -> None:
     """Every exception class exported by shipkit.errors derives from ShipkitError."""
-    classes = [getattr(errors_module, name) for name in errors_module.__all__ if name != "translate_nats_errors"]
+    classes = [getattr(errors_module, name) for name in errors_module.__all__ if not name.startswith("translate_")]
     assert len(classes) >= 17
     for cls in classes:
         assert issubclass(cls, ShipkitError), cls
@@ -239,3 +239,13 @@ def test_no_exception_no_effect() -> None:
     with translate_nats_errors("noop"):
         value = 1 + 1
     assert value == 2
+
+
+def test_translate_nats_error_function_matches_the_context_manager() -> None:
+    """translate_nats_error returns the same translation, with the cause chained, and leaves others alone."""
+    original = nats_errors.NoRespondersError()
+    translated = errors_module.translate_nats_error(original, "request x")
+    assert type(translated) is type(translate(nats_errors.NoRespondersError(), "request x"))
+    assert translated.__cause__ is original
+    plain = ValueError("mine")
+    assert errors_module.translate_nats_error(plain) is plain
