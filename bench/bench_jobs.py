@@ -1,0 +1,257 @@
+"""Job queue benchmark: end-to-end jobs/s against the raw JetStream ceiling, and latency at scale.
+
+Run (starts its own nats-server; not part of the test suite)::
+
+    .venv/bin/python bench/bench_jobs.py                 # throughput + scale, defaults below
+    .venv/bin/python bench/bench_jobs.py --jobs 5000 --repeat 3 --scale 100000
+
+1. Throughput. N jobs submitted (``submit_many``, pipelined) to 1 and then 2 worker processes
+   (``JobWorker``, concurrency 64 each, events on, file storage: everything durable) and timed
+   from the first submit to the last ``complete`` record. In the same run and the same way, the
+   raw ceiling: the same N payloads published with nats-py (pipelined) to a work-queue stream
+   and pull-consumed + acked by 1 or 2 nats-py processes (``fetch(100)``). Variants alternate
+   (A B A B ...) and the median of ``--repeat`` runs is reported with the ratio.
+2. Scale. ``submit``, ``claim`` and ``counts`` latency (median of many calls) with 100 and with
+   ``--scale`` jobs already queued.
+
+Every process allocates and frees 1 MiB at start (see PERFORMANCE-NOTES: allocator state).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+import nats
+import structlog
+from nats.js import api
+
+from shipkit.config import NatsConfig
+from shipkit.jobs import JobQueue, JobWorker, JobWorkerSpec
+from shipkit.server import NatsServer
+
+RAW_STREAM = "BENCH_RAW"
+RAW_SUBJECT = "bench.raw.work"
+
+
+def _quiet() -> None:
+    bytearray(1 << 20)  # allocate and free 1 MiB once: the same allocator state in every process
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+
+
+# -- child processes ------------------------------------------------------------------------
+
+
+async def run_job_worker(url: str, queue_name: str, concurrency: int, events: bool) -> None:
+    """A JobWorker process: echo handler, runs until stdin closes."""
+
+    async def echo(payload: Any) -> Any:
+        return payload
+
+    config = NatsConfig.from_url(url, request_timeout_s=10.0)
+    async with JobQueue(config, name=queue_name, events=events) as queue:
+        worker = JobWorker(queue, JobWorkerSpec.from_function(echo, worker="bench", concurrency=concurrency))
+        await worker.start()
+        print("READY", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        await worker.stop(5)
+
+
+async def run_raw_consumer(url: str, consumer: str) -> None:
+    """A raw nats-py pull consumer: fetch(100) + ack, until stdin closes."""
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    sub = await js.pull_subscribe_bind(consumer, stream=RAW_STREAM)
+    print("READY", flush=True)
+    stop = asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    while not stop.done():
+        try:
+            msgs = await sub.fetch(100, timeout=0.5)
+        except (TimeoutError, nats.errors.TimeoutError):
+            continue
+        for msg in msgs:
+            json.loads(msg.data)
+            await msg.ack()
+    await nc.close()
+
+
+def spawn(*args: str) -> subprocess.Popen[str]:
+    """Start this script in a child role and wait for READY."""
+    proc = subprocess.Popen([sys.executable, __file__, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if line.strip() != "READY":
+        raise RuntimeError(f"child {args} failed to start: {line!r}")
+    return proc
+
+
+def finish(procs: list[subprocess.Popen[str]]) -> None:
+    """Close the children's stdin (their stop signal) and wait for them."""
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.close()
+    for proc in procs:
+        proc.wait(30)
+
+
+# -- measurements ---------------------------------------------------------------------------
+
+
+async def measure_jobs(url: str, jobs: int, processes: int, concurrency: int, run: int, events: bool) -> float:
+    """Seconds from first submit to last complete with ``processes`` JobWorker processes."""
+    name = f"bench{run}p{processes}{'e' if events else 'n'}"
+    flag = "--events" if events else "--no-events"
+    async with JobQueue(url, name=name, events=events) as queue:
+        procs = [
+            spawn("--role", "worker", "--url", url, "--queue", name, "--concurrency", str(concurrency), flag)
+            for _ in range(processes)
+        ]
+        try:
+            payloads = [{"n": i, "data": "x" * 64} for i in range(jobs)]
+            start = time.perf_counter()
+            await queue.submit_many(payloads, "bench")
+            while (await queue.counts()).complete < jobs:  # noqa: ASYNC110 - polling another process's work
+                await asyncio.sleep(0.01)
+            elapsed = time.perf_counter() - start
+        finally:
+            finish(procs)
+    return elapsed
+
+
+async def measure_raw(url: str, jobs: int, processes: int, run: int) -> float:
+    """Seconds to publish ``jobs`` messages and have ``processes`` raw consumers ack them all."""
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    consumer = f"raw{run}p{processes}"
+    subject = f"{RAW_SUBJECT}.{consumer}"
+    await js.add_consumer(
+        RAW_STREAM,
+        api.ConsumerConfig(durable_name=consumer, filter_subject=subject, ack_policy=api.AckPolicy.EXPLICIT),
+    )
+    procs = [spawn("--role", "raw", "--url", url, "--consumer", consumer) for _ in range(processes)]
+    try:
+        bodies = [json.dumps({"n": i, "data": "x" * 64}).encode() for i in range(jobs)]
+        start = time.perf_counter()
+        for chunk in range(0, jobs, 256):
+            await asyncio.gather(*(js.publish(subject, body) for body in bodies[chunk : chunk + 256]))
+        while True:
+            info = await js.consumer_info(RAW_STREAM, consumer)
+            if info.num_pending == 0 and info.num_ack_pending == 0:
+                break
+            await asyncio.sleep(0.01)
+        elapsed = time.perf_counter() - start
+    finally:
+        finish(procs)
+        await nc.close()
+    return elapsed
+
+
+async def throughput(url: str, jobs: int, repeat: int, concurrency: int, events: bool) -> dict[str, Any]:
+    """Alternate raw and shipkit runs for 1 and 2 processes; medians and ratios."""
+    nc = await nats.connect(url)
+    await nc.jetstream().add_stream(
+        api.StreamConfig(name=RAW_STREAM, subjects=[f"{RAW_SUBJECT}.>"], retention=api.RetentionPolicy.WORK_QUEUE)
+    )
+    await nc.close()
+    results: dict[str, Any] = {}
+    for processes in (1, 2):
+        raw_times, job_times = [], []
+        for run in range(repeat):
+            raw_times.append(await measure_raw(url, jobs, processes, run))
+            job_times.append(await measure_jobs(url, jobs, processes, concurrency, run, events))
+            print(
+                f"  {processes}p run {run + 1}: raw {jobs / raw_times[-1]:8.0f} msg/s"
+                f"   shipkit {jobs / job_times[-1]:8.0f} jobs/s",
+                flush=True,
+            )
+        raw_rate = jobs / statistics.median(raw_times)
+        job_rate = jobs / statistics.median(job_times)
+        results[f"{processes}p"] = {"raw_msgs_per_s": raw_rate, "jobs_per_s": job_rate, "ratio": job_rate / raw_rate}
+    return results
+
+
+async def _median_ms(action: Any, count: int) -> float:
+    samples = []
+    for _ in range(count):
+        start = time.perf_counter()
+        await action()
+        samples.append((time.perf_counter() - start) * 1000)
+    return statistics.median(samples)
+
+
+async def scale(url: str, queued: int) -> dict[str, float]:
+    """submit / claim / counts latency (ms, median) with ``queued`` jobs waiting."""
+    name = f"scale{queued}"
+    async with JobQueue(url, name=name, events=True) as queue:
+        for start in range(0, queued, 5000):
+            await queue.submit_many([{"n": i} for i in range(start, min(start + 5000, queued))], "backlog")
+        await queue.submit_many([{"n": i} for i in range(300)], "probe")
+        submit_ms = await _median_ms(lambda: queue.submit({"x": 1}, "backlog"), 200)
+        claim_ms = await _median_ms(lambda: queue.claim("backlog"), 200)
+        counts_ms = await _median_ms(queue.counts, 100)
+        counts = await queue.counts()
+    return {"queued": counts.queued, "submit_ms": submit_ms, "claim_ms": claim_ms, "counts_ms": counts_ms}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--role", choices=["driver", "worker", "raw"], default="driver")
+    parser.add_argument("--url", default=None, help="use this server instead of starting one")
+    parser.add_argument("--queue", default="bench")
+    parser.add_argument("--consumer", default="raw")
+    parser.add_argument("--jobs", type=int, default=5000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--scale", type=int, default=100_000)
+    parser.add_argument("--events", action=argparse.BooleanOptionalAction, default=True, help="job.* events on")
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--skip-scale", action="store_true")
+    args = parser.parse_args()
+    _quiet()
+    if args.role == "worker":
+        await run_job_worker(args.url, args.queue, args.concurrency, args.events)
+        return
+    if args.role == "raw":
+        await run_raw_consumer(args.url, args.consumer)
+        return
+    server = None if args.url else NatsServer().start()
+    url = args.url or server.url  # type: ignore[union-attr]
+    try:
+        print(f"nats-server {url}, python {sys.version.split()[0]}, {os.cpu_count()} cpus", flush=True)
+        if not args.skip_throughput:
+            print(
+                f"throughput: {args.jobs} jobs, {args.repeat} runs, concurrency {args.concurrency}/process, "
+                f"events {'on' if args.events else 'off'}"
+            )
+            for key, row in (await throughput(url, args.jobs, args.repeat, args.concurrency, args.events)).items():
+                print(
+                    f"{key}: raw {row['raw_msgs_per_s']:.0f} msg/s, shipkit {row['jobs_per_s']:.0f} jobs/s, "
+                    f"ratio {row['ratio']:.2f}",
+                    flush=True,
+                )
+        if not args.skip_scale:
+            for queued in (100, args.scale):
+                row = await scale(url, queued)
+                print(
+                    f"scale {queued:>7} queued: submit {row['submit_ms']:.2f} ms, claim {row['claim_ms']:.2f} ms, "
+                    f"counts {row['counts_ms']:.2f} ms (counts.queued={row['queued']})",
+                    flush=True,
+                )
+    finally:
+        if server is not None:
+            server.cleanup()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,31 @@
+"""Durable, distributed jobs on NATS JetStream.
+
+:class:`JobQueue` stores jobs (submit from any process, exactly one worker claims each,
+everything survives restarts); :class:`JobWorker` runs a :class:`JobWorkerSpec`'s handler on
+them with retries, timeouts, heartbeats, progress and cancellation. See ``docs/jobs.md``.
+"""
+
+from shipkit.jobs.context import JobContext
+from shipkit.jobs.errors import JobStateError, LeaseLostError
+from shipkit.jobs.models import Backoff, Job, JobCounts, JobState, ResultRef
+from shipkit.jobs.queue import JobQueue
+from shipkit.jobs.schedule import CronExpression, Schedule
+from shipkit.jobs.spec import JobWorkerSpec
+from shipkit.jobs.worker import JobWorker, JobWorkerStats
+
+__all__ = [
+    "Backoff",
+    "CronExpression",
+    "Job",
+    "JobContext",
+    "JobCounts",
+    "JobQueue",
+    "JobState",
+    "JobStateError",
+    "JobWorker",
+    "JobWorkerSpec",
+    "JobWorkerStats",
+    "LeaseLostError",
+    "ResultRef",
+    "Schedule",
+]

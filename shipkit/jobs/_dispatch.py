@@ -1,0 +1,213 @@
+"""Dispatch on JetStream: the work-queue stream, one durable pull consumer per worker name,
+delayed (``Nats-Schedule: @at``) and recurring (cron) schedules: :class:`Dispatcher`.
+
+A dispatch message carries the job record as it was when dispatched plus its KV revision, so a
+claimer can compare-and-set the record to ``running`` without reading it first; if the record
+moved on (cancelled, retried), the compare-and-set fails and the claimer reads the record.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from nats.aio.msg import Msg
+from nats.js import api
+
+from shipkit._json import loads
+from shipkit.config import StorageType
+from shipkit.connection import ConnectionManager
+from shipkit.errors import JetStreamError, NatsTimeoutError, SerializationError, translate_nats_errors
+from shipkit.jobs import _js
+from shipkit.jobs._layout import QueueLayout
+from shipkit.jobs._publisher import Publisher
+from shipkit.jobs.models import Job
+
+log = structlog.get_logger(__name__)
+
+SCHEDULE = "Nats-Schedule"
+SCHEDULE_TARGET = "Nats-Schedule-Target"
+SCHEDULER = "Nats-Scheduler"
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchBody:
+    """A decoded dispatch message: a job (``job_id``) or a schedule firing (``cron``: the schedule)."""
+
+    job_id: str | None
+    dispatch: int
+    revision: int | None
+    job: Job | None
+    cron: dict[str, Any] | None
+
+    @classmethod
+    def decode(cls, data: bytes) -> DispatchBody:
+        """Parse a dispatch message body; :class:`SerializationError` when it is not one."""
+        body = loads(data, "job dispatch message")
+        if not isinstance(body, dict):
+            raise SerializationError(f"job dispatch message: expected an object, got {type(body).__name__}")
+        schedule = body.get("schedule")
+        if isinstance(schedule, dict):
+            return cls(job_id=None, dispatch=1, revision=None, job=None, cron=schedule)
+        job_id = body.get("id")
+        if not isinstance(job_id, str):
+            raise SerializationError("job dispatch message: no job id")
+        raw_job = body.get("job")
+        job = Job.model_validate(raw_job) if isinstance(raw_job, dict) else None
+        revision = body.get("rev")
+        return cls(
+            job_id=job_id,
+            dispatch=int(body.get("dispatch", 1)),
+            revision=revision if isinstance(revision, int) else None,
+            job=job,
+            cron=None,
+        )
+
+
+def encode_dispatch(job: Job, revision: int) -> bytes:
+    """The dispatch message for ``job`` at KV ``revision``."""
+    head = json.dumps({"id": job.id, "dispatch": job.dispatch, "rev": revision}, separators=(",", ":"))
+    return head[:-1].encode() + b',"job":' + job.to_json() + b"}"
+
+
+def at_header(run_at_ms: int) -> str:
+    """``@at`` rounded *up* to the second (ADR-51 has second precision; never fire early)."""
+    seconds = math.ceil(run_at_ms / 1000)
+    stamp = dt.datetime.fromtimestamp(seconds, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"@at {stamp}"
+
+
+class Dispatcher:
+    """The queue's work-queue stream and the pull consumers on it."""
+
+    def __init__(
+        self,
+        manager: ConnectionManager,
+        layout: QueueLayout,
+        publisher: Publisher,
+        *,
+        storage: StorageType,
+        replicas: int,
+    ) -> None:
+        self._manager = manager
+        self._layout = layout
+        self._publisher = publisher
+        self._consumers: dict[str, float] = {}
+        prefix = layout.subject_prefix
+        self._config = api.StreamConfig(
+            name=layout.dispatch_stream,
+            description=f"shipkit job dispatch of queue {layout.name}",
+            subjects=[f"{prefix}.dispatch.>", f"{prefix}.sched.>", f"{prefix}.cron.>"],
+            retention=api.RetentionPolicy.WORK_QUEUE,
+            storage=api.StorageType(storage),
+            num_replicas=replicas,
+            allow_msg_schedules=True,
+            allow_direct=True,
+            duplicate_window=120.0,
+        )
+
+    @property
+    def _timeout_s(self) -> float:
+        return self._manager.config.request_timeout_s
+
+    async def provision(self) -> None:
+        """Create the stream when missing; an existing one must be a work queue with schedules."""
+        await _js.ensure_raw_stream(
+            self._manager, self._config, {"retention": "workqueue", "allow_msg_schedules": True}
+        )
+
+    async def ensure_consumer(self, worker: str, lease_s: float) -> str:
+        """The durable pull consumer for ``worker`` with ``ack_wait = lease_s``; created or updated once."""
+        name = self._layout.consumer_name(worker)
+        if self._consumers.get(worker) == lease_s:
+            return name
+        config = api.ConsumerConfig(
+            durable_name=name,
+            filter_subject=self._layout.dispatch_subject(worker),
+            ack_policy=api.AckPolicy.EXPLICIT,
+            deliver_policy=api.DeliverPolicy.ALL,
+            ack_wait=lease_s,
+            max_deliver=-1,  # attempts are counted in the job record, not by the server
+            max_ack_pending=-1,  # jobs waiting out a backoff hold an ack slot; never block new ones
+            max_waiting=4096,
+            description=f"shipkit job worker {worker}",
+        )
+        with translate_nats_errors(f"consumer {self._layout.dispatch_stream}/{name}"):
+            await self._manager.jetstream.add_consumer(self._layout.dispatch_stream, config)
+        self._consumers[worker] = lease_s
+        return name
+
+    async def dispatch(self, job: Job, revision: int) -> None:
+        """Put ``job`` in its worker's queue (de-duplicated per dispatch generation)."""
+        subject = self._layout.dispatch_subject(job.worker)
+        headers = {_js.MSG_ID: f"{job.id}.{job.dispatch}"}
+        await self._publisher.publish(subject, encode_dispatch(job, revision), headers=headers)
+
+    async def schedule_at(self, job: Job, revision: int, run_at_ms: int) -> None:
+        """Have the server dispatch ``job`` at ``run_at_ms`` (an ADR-51 ``@at`` schedule)."""
+        subject = self._layout.schedule_subject(job.id)
+        headers = {
+            SCHEDULE: at_header(run_at_ms),
+            SCHEDULE_TARGET: self._layout.dispatch_subject(job.worker),
+            _js.MSG_ID: f"{job.id}.{job.dispatch}.at",
+        }
+        await self._publisher.publish(subject, encode_dispatch(job, revision), headers=headers)
+
+    async def unschedule(self, job_id: str) -> None:
+        """Remove a delayed job's pending schedule (a no-op if it already fired)."""
+        subject = self._layout.schedule_subject(job_id)
+        with translate_nats_errors(f"purge {subject}"):
+            await self._manager.jetstream.purge_stream(self._layout.dispatch_stream, subject=subject)
+
+    async def set_cron(self, name: str, schedule: str, worker: str, body: dict[str, Any]) -> None:
+        """Create or replace the recurring schedule ``name`` (the server keeps one per subject)."""
+        subject = self._layout.cron_subject(name)
+        headers = {SCHEDULE: schedule, SCHEDULE_TARGET: self._layout.dispatch_subject(worker)}
+        data = json.dumps(body, separators=(",", ":")).encode()
+        with translate_nats_errors(f"schedule {subject}"):
+            await self._manager.jetstream.publish(subject, data, headers=headers, timeout=self._timeout_s)
+
+    async def remove_cron(self, name: str) -> bool:
+        """Delete a recurring schedule; False when there was none."""
+        subject = self._layout.cron_subject(name)
+        with translate_nats_errors(f"purge {subject}"):
+            info = await self._manager.jetstream.stream_info(self._layout.dispatch_stream, subjects_filter=subject)
+            if not info.state.messages:
+                return False
+            await self._manager.jetstream.purge_stream(self._layout.dispatch_stream, subject=subject)
+        return True
+
+    async def crons(self) -> list[dict[str, Any]]:
+        """The bodies of every recurring schedule, by name."""
+        raw = await _js.multi_last(
+            self._manager.client, self._layout.dispatch_stream, self._layout.cron_filter, self._timeout_s
+        )
+        return [loads(data, f"schedule {subject}") for subject, data in sorted(raw.items())]
+
+    async def pull_one(self, worker: str, lease_s: float) -> Msg | None:
+        """The next message for ``worker`` if one is available now, else None (never waits for one)."""
+        consumer = await self.ensure_consumer(worker, lease_s)
+        nc = self._manager.client
+        inbox = nc.new_inbox()
+        request = b'{"batch":1,"no_wait":true}'
+        api_subject = f"$JS.API.CONSUMER.MSG.NEXT.{self._layout.dispatch_stream}.{consumer}"
+        with translate_nats_errors(f"pull {self._layout.dispatch_stream}/{consumer}"):
+            sub = await nc.subscribe(inbox)
+            try:
+                await nc.publish(api_subject, request, reply=inbox)
+                try:
+                    msg = await sub.next_msg(timeout=self._timeout_s)
+                except TimeoutError:
+                    raise NatsTimeoutError(f"pull {consumer}: no answer from the server") from None
+            finally:
+                await sub.unsubscribe()
+        status = _js.status_of(msg)
+        if status is None:
+            return msg
+        if status in ("404", "408"):
+            return None
+        raise JetStreamError(f"pull {consumer}: status {status} {(msg.headers or {}).get('Description', '')}")

@@ -1,0 +1,281 @@
+"""Holding jobs: claiming dispatch messages and settling held attempts: :class:`Holder`.
+
+The runner's side of the queue, used by :class:`~shipkit.jobs.worker.JobWorker` and by
+``JobQueue.claim``/``complete``/``fail``/``release``/``progress`` for jobs this process holds.
+Every write here is a compare-and-set by the holder; a settlement fixes its timestamps up front
+so a retried call (after a lost answer) writes the same record and finishes what it started.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from nats.aio.msg import Msg
+from pydantic import ValidationError
+
+from shipkit.errors import ConfigurationError, RevisionConflictError, SerializationError, translate_nats_errors
+from shipkit.jobs import _transitions as step
+from shipkit.jobs._dispatch import DispatchBody
+from shipkit.jobs._events import Announcer
+from shipkit.jobs._lease import Lease, LeaseKeeper
+from shipkit.jobs._publisher import Publisher
+from shipkit.jobs._results import ResultStore
+from shipkit.jobs._store import NEW, IdAllocator, JobStore
+from shipkit.jobs.errors import LeaseLostError
+from shipkit.jobs.models import Backoff, Job, JobState, now_ms
+from shipkit.jobs.schedule import Schedule
+
+log = structlog.get_logger(__name__)
+
+CAS_ATTEMPTS = 32
+
+
+class Holder:
+    """Claims and settles jobs on behalf of this process (``instance_id``)."""
+
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        ids: IdAllocator,
+        results: ResultStore,
+        announcer: Announcer,
+        keeper: LeaseKeeper,
+        publisher: Publisher,
+        instance_id: str,
+        default_max_attempts: int,
+    ) -> None:
+        self._store = store
+        self._ids = ids
+        self._results = results
+        self._announcer = announcer
+        self._keeper = keeper
+        self._publisher = publisher
+        self.instance_id = instance_id
+        self._default_max_attempts = default_max_attempts
+
+    async def claim(self, msg: Msg, *, lease_s: float, default_max_attempts: int) -> Lease | None:
+        """Turn a dispatch message into a held job, or settle it when it is stale; None if not held."""
+        try:
+            body = DispatchBody.decode(msg.data)
+            if body.cron is not None:
+                made, made_revision = await self._materialize(body.cron, msg)
+                body = DispatchBody(made.id, made.dispatch, made_revision, made, None)
+        except (SerializationError, ValidationError, TypeError, ValueError) as exc:
+            log.warning("job.dispatch_undecodable", subject=msg.subject, reason=str(exc)[:200])
+            await self._settle_msg(msg, "term")
+            return None
+        if body.job_id is None:  # pragma: no cover - decode() returns an id or a schedule
+            return None
+        redelivered = msg.metadata.num_delivered > 1
+        job: Job | None = body.job
+        revision: int | None = body.revision
+        for _ in range(CAS_ATTEMPTS):
+            if job is None or revision is None:
+                found = await self._store.get(body.job_id)
+                if found is None:
+                    log.warning("job.dispatch_orphan", job_id=body.job_id, subject=msg.subject)
+                    await self._settle_msg(msg, "term")
+                    return None
+                job, revision = found
+            seq = msg.metadata.sequence.stream
+            new = step.claim(
+                job,
+                dispatch=body.dispatch,
+                dispatch_seq=seq,
+                redelivered=redelivered,
+                owner=self.instance_id,
+                default_max_attempts=default_max_attempts,
+                now=now_ms(),
+            )
+            if new is None:  # stale: finished, superseded, or a duplicate of a held job
+                await self._settle_msg(msg, "ack")
+                return None
+            if new is job:  # our own earlier claim of this message landed: resume it
+                held = self._keeper.get(job.id)
+                if held is not None and held.job.dispatch_seq == seq:
+                    return None  # a redelivery of a message this process is already running
+                return await self._claimed(job.claimed_from or JobState.QUEUED, job, revision, msg, lease_s)
+            try:
+                new_revision = await self._store.cas(new, revision)
+            except RevisionConflictError:
+                job = revision = None
+                continue
+            return await self._claimed(job.state, new, new_revision, msg, lease_s)
+        raise RevisionConflictError(f"claim {body.job_id}: the record kept changing")
+
+    async def _claimed(self, before: JobState, job: Job, revision: int, msg: Msg, lease_s: float) -> Lease | None:
+        """Hold a job just claimed (or settle the message of a job the claim ended)."""
+        if job.state is JobState.RUNNING:
+            lease = Lease(job=job, revision=revision, msg=msg, owner=self.instance_id, lease_s=lease_s)
+            self._keeper.add(lease)
+            takeover = before is JobState.RUNNING
+            await self._announcer.transition(before.value, job, revision, "job.running", takeover=takeover)
+            return lease
+        await self._settle_msg(msg, "term" if job.state is JobState.DEAD else "ack")
+        event = "job.dead" if job.state is JobState.DEAD else "job.cancelled"
+        await self._announcer.transition(before.value, job, revision, event, error=job.error)
+        return None
+
+    async def _materialize(self, schedule: dict[str, Any], msg: Msg) -> tuple[Job, int]:
+        """The job of one schedule firing, created once however often the firing is delivered."""
+        spec = Schedule.model_validate(schedule)
+        key = f"schedule:{spec.name}:{msg.metadata.sequence.stream}"
+        job_id = await self._ids.for_key(key)
+        found = await self._store.get(job_id)
+        if found is not None:
+            return found
+        now = now_ms()
+        job = Job(
+            id=job_id,
+            payload=spec.payload,
+            worker=spec.worker,
+            queued_by=spec.queued_by or f"schedule:{spec.name}",
+            queued_at=now,
+            max_attempts=spec.max_attempts,
+            timeout_s=spec.timeout_s,
+            idempotency_key=key,
+            schedule=spec.name,
+            updated_at=now,
+        )
+        try:
+            revision = await self._store.create(job)
+        except RevisionConflictError:
+            found = await self._store.get(job_id)
+            if found is None:
+                raise
+            return found
+        await self._announcer.transition(NEW, job, revision, "job.queued", queued_by=job.queued_by, schedule=spec.name)
+        return job, revision
+
+    async def write(self, lease: Lease, change: Callable[[Job], Job]) -> Job:
+        """Compare-and-set a held job; on a conflict re-read and re-apply while it is still ours."""
+        for _ in range(CAS_ATTEMPTS):
+            new = change(lease.job)
+            try:
+                lease.revision = await self._store.cas(new, lease.revision)
+            except RevisionConflictError:
+                found = await self._store.get(lease.job.id)
+                if found is not None and found[0] == new:  # our write landed; its answer was lost
+                    lease.job, lease.revision = found
+                    return new
+                if found is None or not lease.owns(found[0]):
+                    self._keeper.discard(lease)
+                    lease.signal("lost")
+                    raise LeaseLostError(
+                        f"job {lease.job.id}: attempt {lease.attempt} is no longer held here"
+                    ) from None
+                lease.job, lease.revision = found
+                continue
+            lease.job = new
+            return new
+        raise RevisionConflictError(f"job {lease.job.id}: the record kept changing")
+
+    async def _finish(
+        self,
+        lease: Lease,
+        change: Callable[[Job], Job],
+        event: str,
+        ack: str,
+        *,
+        nak_delay_s: float = 0.0,
+        **extra: Any,
+    ) -> Job:
+        if lease.settled == event:  # an earlier try of this settlement wrote it: finish the rest
+            job = lease.job
+        elif lease.job.state is not JobState.RUNNING or lease.settled is not None:
+            raise LeaseLostError(f"job {lease.job.id}: attempt {lease.attempt} was already settled here")
+        else:
+            job = await self.write(lease, change)
+            lease.settled = event
+            self._keeper.discard(lease)
+        await self._settle_msg(lease.msg, ack, nak_delay_s)
+        await self._announcer.transition(JobState.RUNNING.value, job, lease.revision, event, **extra)
+        return job
+
+    async def complete(self, lease: Lease, result: Any, *, now: int | None = None) -> Job:
+        value, ref = await self._results.store(lease.job.id, result)
+        at = now or now_ms()
+        return await self._finish(
+            lease, lambda j: step.complete(j, result=value, result_ref=ref, now=at), "job.complete", "ack"
+        )
+
+    async def fail(
+        self,
+        lease: Lease,
+        error: str,
+        backoff: Backoff,
+        *,
+        retry: bool = True,
+        now: int | None = None,
+        delay_s: float | None = None,
+    ) -> Job:
+        """Fail the held attempt: finally, or retry after ``delay_s`` (default: from ``backoff``) or dead.
+
+        ``now`` and ``delay_s`` fixed by the caller make a retried call write the same record.
+        """
+        at = now or now_ms()
+        if not retry:
+            return await self._finish(
+                lease, lambda j: step.failed(j, error=error, now=at), "job.failed", "term", error=error
+            )
+        if lease.job.attempt >= (lease.job.max_attempts or self._default_max_attempts):
+            return await self.dead(lease, error, now=at)
+        delay = backoff.delay_s(lease.job.attempt) if delay_s is None else delay_s
+        return await self._finish(
+            lease,
+            lambda j: step.retry_later(j, error=error, delay_s=delay, now=at),
+            "job.retrying",
+            "nak",
+            nak_delay_s=delay,
+            error=error,
+            delay_s=round(delay, 3),
+        )
+
+    async def dead(self, lease: Lease, error: str, *, now: int | None = None) -> Job:
+        at = now or now_ms()
+        return await self._finish(lease, lambda j: step.dead(j, error=error, now=at), "job.dead", "term", error=error)
+
+    async def cancelled(self, lease: Lease, *, now: int | None = None) -> Job:
+        at = now or now_ms()
+        return await self._finish(lease, lambda j: step.cancelled(j, now=at), "job.cancelled", "ack")
+
+    async def give_back(self, lease: Lease, *, now: int | None = None) -> Job:
+        at = now or now_ms()
+        job = await self._finish(lease, lambda j: step.given_back(j, now=at), "job.queued", "nak", reason="given back")
+        lease.signal("lost")  # a handler still running it (release() of a worker's job) must stop
+        return job
+
+    async def progress(self, lease: Lease, fraction: float, message: str | None) -> Job:
+        if not 0.0 <= fraction <= 1.0:
+            raise ConfigurationError(f"progress must be between 0 and 1, got {fraction}")
+        now = now_ms()
+        job = await self.write(lease, lambda j: j.evolve(progress=fraction, progress_message=message, updated_at=now))
+        with translate_nats_errors(f"renew lease {job.id}"):
+            await lease.msg.in_progress()
+        await self._announcer.transition(
+            JobState.RUNNING.value, job, lease.revision, "job.progress", progress=fraction, message=message
+        )
+        return job
+
+    async def _settle_msg(self, msg: Msg, how: str, delay_s: float = 0.0) -> None:
+        """Ack, nak (with delay) or term a dispatch message unless it was settled already.
+
+        A nak waits for the server's confirmation, so a job given back is claimable the moment
+        this returns; acks and terms are sent without waiting (a lost one only means a stale
+        redelivery, which the claim drops).
+        """
+        if msg.is_acked:
+            return
+        if how == "nak":
+            payload = b"-NAK"
+            if delay_s:
+                payload += b" " + json.dumps({"delay": int(delay_s * 1e9)}).encode()
+            await self._publisher.request(msg.reply, payload)
+            msg._ackd = True  # nats-py's own flag, so its ack()/nak() refuse a second settlement
+            return
+        with translate_nats_errors(f"{how} {msg.subject}"):
+            await (msg.ack() if how == "ack" else msg.term())

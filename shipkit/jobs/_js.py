@@ -1,0 +1,141 @@
+"""Thin JetStream helpers the job queue needs beyond nats-py's conveniences.
+
+Direct gets and compare-and-set publishes on the KV subjects (one round trip each, headers
+under our control), batch "last message per subject" reads for the counters, and stream
+provisioning for the features nats-py's ``StreamConfig`` carries but shipkit's does not
+(work-queue retention with message schedules, counter streams).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, Protocol
+
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import api
+
+from shipkit.connection import ConnectionManager
+from shipkit.errors import (
+    JetStreamError,
+    NatsTimeoutError,
+    ProvisioningError,
+    StreamExistsError,
+    StreamNotFoundError,
+    translate_nats_errors,
+)
+
+log = structlog.get_logger(__name__)
+
+
+class Requester(Protocol):
+    """Anything that sends a request and returns the reply message."""
+
+    async def request(
+        self, subject: str, data: bytes, *, headers: dict[str, str] | None = None, timeout_s: float | None = None
+    ) -> Msg:
+        """Send and await the reply."""
+        ...
+
+
+EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
+MSG_ID = "Nats-Msg-Id"
+KV_OPERATION = "KV-Operation"
+
+
+def status_of(msg: Msg) -> str | None:
+    """The ``Status`` header of a JetStream control message, or None for a data message."""
+    headers = msg.headers
+    if not headers or msg.data:
+        return None
+    status = headers.get("Status")
+    return str(status) if status else None
+
+
+async def direct_get_last(requester: Requester, stream: str, subject: str) -> tuple[bytes, int] | None:
+    """The last message on ``subject`` and its stream sequence; None when there is none or it is a delete."""
+    msg = await requester.request(f"$JS.API.DIRECT.GET.{stream}.{subject}", b"")
+    headers = msg.headers or {}
+    status = headers.get("Status")
+    if status == "404":
+        return None
+    if status == "503":
+        raise StreamNotFoundError(
+            f"direct get {stream} {subject}: no stream answered (allow_direct off, or restarting)"
+        )
+    if status:
+        raise JetStreamError(f"direct get {stream} {subject}: status {status} {headers.get('Description', '')}")
+    if headers.get(KV_OPERATION) in ("DEL", "PURGE"):
+        return None
+    return msg.data, int(headers["Nats-Sequence"])
+
+
+async def multi_last(nc: Client, stream: str, subject_filter: str, timeout_s: float) -> dict[str, bytes]:
+    """The last message of every subject matching ``subject_filter`` in one batch direct get.
+
+    One request, however many subjects match (the counters: a few dozen at most).
+    """
+    inbox = nc.new_inbox()
+    found: dict[str, bytes] = {}
+    done = asyncio.get_running_loop().create_future()
+
+    async def collect(msg: Msg) -> None:
+        headers = msg.headers or {}
+        status = status_of(msg)
+        if status is None:
+            found[headers.get("Nats-Subject", msg.subject)] = msg.data
+        elif not done.done():
+            # 204 = end of batch; 404 = nothing matches; anything else is an error.
+            done.set_result(status)
+
+    request = json.dumps({"multi_last": [subject_filter], "batch": 10_000}).encode()
+    with translate_nats_errors(f"batch get {stream} {subject_filter}"):
+        sub = await nc.subscribe(inbox, cb=collect)
+        try:
+            await nc.publish(f"$JS.API.DIRECT.GET.{stream}", request, reply=inbox)
+            try:
+                status = await asyncio.wait_for(done, timeout_s)
+            except TimeoutError:
+                raise NatsTimeoutError(f"batch get {stream} {subject_filter}: timed out") from None
+        finally:
+            await sub.unsubscribe()
+    if status not in ("204", "404"):
+        raise JetStreamError(f"batch get {stream} {subject_filter}: status {status}")
+    return found
+
+
+async def ensure_raw_stream(manager: ConnectionManager, config: api.StreamConfig, required: dict[str, Any]) -> None:
+    """Create ``config``'s stream when missing (or verify it exists) and check ``required`` settings.
+
+    An existing stream is used as it is; settings in ``required`` that differ are a
+    :class:`ProvisioningError` (the queue cannot work without them), others are not compared.
+    """
+    js = manager.jetstream
+    name = str(config.name)
+    try:
+        with translate_nats_errors(f"stream info {name}"):
+            info = await js.stream_info(name)
+    except StreamNotFoundError:
+        if manager.provision == "verify":
+            raise ProvisioningError(
+                f"stream {name!r} does not exist and provision mode is 'verify': create it with your tooling"
+            ) from None
+        try:
+            with translate_nats_errors(f"create stream {name}"):
+                info = await js.add_stream(config)
+            log.info("stream.provisioned", stream=name, subjects=config.subjects)
+        except StreamExistsError:  # lost a creation race: use the winner's
+            with translate_nats_errors(f"stream info {name}"):
+                info = await js.stream_info(name)
+    wrong = {
+        key: (want, getattr(getattr(info.config, key, None), "value", getattr(info.config, key, None)))
+        for key, want in required.items()
+        if getattr(getattr(info.config, key, None), "value", getattr(info.config, key, None)) != want
+    }
+    if wrong:
+        raise ProvisioningError(
+            f"stream {name!r} exists with settings the job queue cannot work with: "
+            + ", ".join(f"{k}={have!r} (need {want!r})" for k, (want, have) in wrong.items())
+        )

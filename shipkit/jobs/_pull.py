@@ -1,0 +1,206 @@
+"""Pulling only as many jobs as there are free slots: :class:`Puller`.
+
+Each pull request asks for at most the free slots not already promised to an open request,
+and gets its own inbox subscription, so every delivery and every end-of-request status (408
+expired, 404/409) is attributed to its request and the promise is released exactly. A message
+that arrives when no slot is free (a late delivery after a reconnect, or after ``stop``) is
+returned at once with ``nak``. Idle workers keep one lingering request open (``expires_s``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable
+
+import structlog
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from shipkit.connection import ConnectionManager
+from shipkit.errors import ShipkitError, translate_nats_errors
+from shipkit.jobs import _js
+
+log = structlog.get_logger(__name__)
+
+
+class _Request:
+    __slots__ = ("batch", "delivered", "done", "sub", "timer")
+
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+        self.delivered = 0
+        self.done = False
+        self.sub: Subscription | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class Puller:
+    """Feeds ``on_message`` at most ``capacity`` messages at a time from one pull consumer.
+
+    Args:
+        manager: the connection.
+        stream / consumer: the pull consumer to read.
+        capacity: the number of slots.
+        on_message: called (synchronously) with each message; the slot is taken until
+            :meth:`release` is called for it.
+        expires_s: how long an unfilled pull request lingers on the server.
+    """
+
+    def __init__(
+        self,
+        manager: ConnectionManager,
+        stream: str,
+        consumer: str,
+        capacity: int,
+        on_message: Callable[[Msg], None],
+        *,
+        expires_s: float = 5.0,
+    ) -> None:
+        self._manager = manager
+        self._api_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self._capacity = capacity
+        self._on_message = on_message
+        self._expires_s = expires_s
+        self._busy = 0
+        self._promised = 0
+        self._open: set[_Request] = set()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._cleanup: set[asyncio.Task[None]] = set()
+        # Refill in batches once a quarter of the slots are free: fewer, larger requests.
+        self._refill_at = max(1, capacity // 4)
+
+    @property
+    def busy(self) -> int:
+        """Slots taken by messages handed out and not yet released."""
+        return self._busy
+
+    def start(self) -> None:
+        """Begin pulling."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"shipkit-job-pull-{self._api_subject}")
+
+    def release(self) -> None:
+        """Free the slot of one message handed to ``on_message``."""
+        self._busy -= 1
+        self._wake.set()
+
+    async def stop(self, wait_s: float = 0.0) -> None:
+        """Stop asking; wait up to ``wait_s`` for open requests to end (late deliveries are nak'ed)."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if wait_s > 0 and self._open:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained(), wait_s)
+        for request in list(self._open):
+            self._close(request)
+        if self._cleanup:
+            await asyncio.gather(*self._cleanup, return_exceptions=True)
+
+    async def _drained(self) -> None:
+        while self._open:
+            self._wake.clear()
+            await self._wake.wait()
+
+    async def _run(self) -> None:
+        reconnects = self._reconnects()
+        while not self._stopping:
+            if self._reconnects() != reconnects:
+                # Pull requests do not survive a reconnect (the server may have restarted): drop them.
+                reconnects = self._reconnects()
+                for request in list(self._open):
+                    self._close(request)
+            free = self._capacity - self._busy - self._promised
+            if free >= self._refill_at or (free > 0 and not self._open):
+                try:
+                    await self._request(free)
+                except ShipkitError as exc:  # disconnected: try again after a pause
+                    log.warning("job.pull_failed", subject=self._api_subject, error=str(exc))
+                    await asyncio.sleep(0.5)
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 1.0)
+
+    def _reconnects(self) -> int:
+        try:
+            return int(self._manager.client.stats["reconnects"])
+        except ShipkitError:  # not connected right now
+            return -1
+
+    async def _request(self, batch: int) -> None:
+        nc = self._manager.client
+        request = _Request(batch)
+        inbox = nc.new_inbox()
+
+        async def deliver(msg: Msg) -> None:
+            await self._deliver(request, msg)
+
+        body = json.dumps({"batch": batch, "expires": int(self._expires_s * 1e9)}).encode()
+        self._open.add(request)
+        self._promised += batch
+        # If the server forgets the request (a restart), its 408 never comes: give up on it then.
+        request.timer = asyncio.get_running_loop().call_later(self._expires_s + 2.0, self._close, request)
+        try:
+            with translate_nats_errors(f"pull {self._api_subject}"):
+                request.sub = await nc.subscribe(inbox, cb=deliver)
+                await nc.publish(self._api_subject, body, reply=inbox)
+        except ShipkitError:
+            self._close(request)
+            raise
+
+    async def _deliver(self, request: _Request, msg: Msg) -> None:
+        if _js.status_of(msg) is not None:
+            status = (msg.headers or {}).get("Status")
+            if status not in ("404", "408"):
+                log.debug("job.pull_status", status=status, reason=(msg.headers or {}).get("Description"))
+            self._close(request)
+            return
+        if request.done or self._stopping or self._busy >= self._capacity:
+            try:
+                with translate_nats_errors("nak late delivery"):
+                    await msg.nak()
+            except ShipkitError as exc:  # it is redelivered after its ack_wait anyway
+                log.debug("job.nak_failed", error=str(exc))
+            return
+        request.delivered += 1
+        self._promised -= 1
+        self._busy += 1
+        self._on_message(msg)
+        if request.delivered >= request.batch:
+            self._close(request)
+
+    def _close(self, request: _Request) -> None:
+        """Release what ``request`` still promised; unsubscribe its inbox in the background.
+
+        Called from the inbox's own callback too, where awaiting ``unsubscribe`` would cancel
+        the callback's task under us: hence the separate task.
+        """
+        if request.done:
+            return
+        request.done = True
+        self._promised -= request.batch - request.delivered
+        self._open.discard(request)
+        if request.timer is not None:
+            request.timer.cancel()
+        if request.sub is not None:
+            task = asyncio.get_running_loop().create_task(self._unsubscribe(request.sub))
+            self._cleanup.add(task)
+            task.add_done_callback(self._cleanup.discard)
+        self._wake.set()
+
+    async def _unsubscribe(self, sub: Subscription) -> None:
+        if not self._manager.is_connected:
+            return
+        try:
+            with translate_nats_errors("unsubscribe pull inbox"):
+                await sub.unsubscribe()
+        except ShipkitError as exc:  # already gone (closed connection, auto-unsubscribed)
+            log.debug("job.unsubscribe_failed", error=str(exc))

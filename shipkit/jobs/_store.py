@@ -1,0 +1,306 @@
+"""Where job state lives: :class:`JobStore` (records in KV, revision compare-and-set) and
+:class:`Counters` (the id counter and per-transition counts in a JetStream counter stream).
+
+Every state change is a compare-and-set on the record's KV revision, so of two writers racing
+for the same transition exactly one wins; that is what makes a claim and a completion record
+happen once. Counts are kept as one atomic counter per transition (``count.{from}.{to}``,
+``Nats-Incr``); a state's count is what entered it minus what left it, so ``counts()`` reads a
+few dozen counters however many jobs exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import structlog
+from nats.js import api
+
+from shipkit.config import KvBucketConfig, StorageType
+from shipkit.connection import ConnectionManager
+from shipkit.errors import RevisionConflictError, SerializationError, translate_nats_errors
+from shipkit.jobs import _js
+from shipkit.jobs._ids import format_id, idempotency_digest
+from shipkit.jobs._layout import QueueLayout
+from shipkit.jobs._publisher import Publisher
+from shipkit.jobs.models import Job, JobCounts, JobState
+
+log = structlog.get_logger(__name__)
+
+COALESCE_S = 0.02  # how long counter increments are gathered before they are posted
+NEW = "new"  # the pseudo-state a submit comes from
+ADJUST = "adjust"  # the pseudo-state recount corrections come from
+
+
+class JobStore:
+    """Job records (``job.{id}``) and idempotency keys (``idem.{digest}``) in the queue's KV bucket."""
+
+    def __init__(
+        self,
+        manager: ConnectionManager,
+        layout: QueueLayout,
+        publisher: Publisher,
+        *,
+        storage: StorageType,
+        replicas: int,
+    ) -> None:
+        self._manager = manager
+        self._layout = layout
+        self._publisher = publisher
+        self._bucket = KvBucketConfig(
+            bucket=layout.bucket,
+            history=1,
+            storage=storage,
+            replicas=replicas,
+            description=f"shipkit job records of queue {layout.name}",
+        )
+
+    async def provision(self) -> None:
+        """Create the bucket when missing."""
+        await self._manager.ensure_kv_bucket(self._bucket)
+
+    @property
+    def _timeout_s(self) -> float:
+        return self._manager.config.request_timeout_s
+
+    async def get(self, job_id: str) -> tuple[Job, int] | None:
+        """The record and its revision, or None when there is no such job."""
+        found = await _js.direct_get_last(self._publisher, self._layout.kv_stream, self._layout.record_subject(job_id))
+        if found is None:
+            return None
+        data, revision = found
+        return Job.from_json(data), revision
+
+    async def create(self, job: Job) -> int:
+        """Write a new record; :class:`RevisionConflictError` when the id exists."""
+        return await self._put(self._layout.record_subject(job.id), job.to_json(), expected=0)
+
+    async def cas(self, job: Job, revision: int) -> int:
+        """Replace the record if it is still at ``revision``; return the new revision."""
+        return await self._put(self._layout.record_subject(job.id), job.to_json(), expected=revision)
+
+    async def _put(self, subject: str, data: bytes, *, expected: int) -> int:
+        headers = {_js.EXPECTED_LAST_SUBJECT_SEQ: str(expected)}
+        ack = await self._publisher.publish(subject, data, headers=headers)
+        return int(ack["seq"])
+
+    async def idempotent_id(self, key: str) -> str | None:
+        """The job id recorded for an idempotency key, if any."""
+        subject = self._layout.idem_subject(idempotency_digest(key))
+        found = await _js.direct_get_last(self._publisher, self._layout.kv_stream, subject)
+        return found[0].decode() if found is not None else None
+
+    async def claim_idempotency_key(self, key: str, job_id: str) -> str:
+        """Record ``key -> job_id`` unless the key is taken; return the id the key maps to."""
+        subject = self._layout.idem_subject(idempotency_digest(key))
+        try:
+            await self._put(subject, job_id.encode(), expected=0)
+        except RevisionConflictError:
+            existing = await self.idempotent_id(key)
+            if existing is not None:
+                return existing
+            raise
+        return job_id
+
+    async def scan(self) -> AsyncIterator[Job]:
+        """Every job record, by an ordered consumer over the bucket (one pass, no per-key requests)."""
+        js = self._manager.jetstream
+        queue: asyncio.Queue[Job | None] = asyncio.Queue()
+        subject = self._layout.record_subject("*")
+
+        async def deliver(msg: object) -> None:
+            meta = msg.metadata  # type: ignore[attr-defined]
+            headers = msg.headers or {}  # type: ignore[attr-defined]
+            if headers.get(_js.KV_OPERATION) not in ("DEL", "PURGE"):
+                try:
+                    await queue.put(Job.from_json(msg.data))  # type: ignore[attr-defined]
+                except SerializationError as exc:
+                    log.warning("job.record_undecodable", subject=msg.subject, reason=str(exc))  # type: ignore[attr-defined]
+            if meta.num_pending == 0:
+                await queue.put(None)
+
+        with translate_nats_errors(f"kv scan {self._layout.bucket}"):
+            sub = await js.subscribe(
+                subject,
+                stream=self._layout.kv_stream,
+                cb=deliver,
+                ordered_consumer=True,
+                deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
+            )
+            info = await sub.consumer_info()
+        if info.num_pending == 0 and not (info.delivered and info.delivered.consumer_seq):
+            await queue.put(None)  # nothing matched: no message will carry the "last one" marker
+        try:
+            while (job := await asyncio.wait_for(queue.get(), self._timeout_s)) is not None:
+                yield job
+        finally:
+            with translate_nats_errors("kv scan unsubscribe"):
+                await sub.unsubscribe()
+
+
+class Counters:
+    """The id counter and the per-transition counters in the queue's counter stream."""
+
+    def __init__(
+        self,
+        manager: ConnectionManager,
+        layout: QueueLayout,
+        publisher: Publisher,
+        *,
+        owner: str,
+        storage: StorageType,
+        replicas: int,
+    ) -> None:
+        self._manager = manager
+        self._layout = layout
+        self._publisher = publisher
+        self._owner = owner
+        self._pending: dict[tuple[str, str], int] = {}
+        self._flusher: asyncio.TimerHandle | None = None
+        self._flushing: set[asyncio.Task[None]] = set()
+        self._posted = 0
+        self._config = api.StreamConfig(
+            name=layout.counter_stream,
+            description=f"shipkit job ids and state counts of queue {layout.name}",
+            subjects=[layout.ids_subject, layout.count_filter],
+            allow_msg_counter=True,
+            allow_direct=True,
+            max_msgs_per_subject=1,
+            storage=api.StorageType(storage),
+            num_replicas=replicas,
+            duplicate_window=120.0,
+        )
+
+    async def provision(self) -> None:
+        """Create the counter stream when missing."""
+        await _js.ensure_raw_stream(self._manager, self._config, {"allow_msg_counter": True})
+
+    async def next_ids(self, count: int = 1, *, msg_id: str | None = None) -> int | None:
+        """Reserve ``count`` ids; return the last one (the block is ``last-count+1 .. last``).
+
+        With ``msg_id``, a repeat inside the duplicate window reserves nothing and returns None.
+        """
+        headers = {"Nats-Incr": f"+{count}"}
+        if msg_id is not None:
+            headers[_js.MSG_ID] = msg_id
+        ack = await self._publisher.publish(self._layout.ids_subject, b"", headers=headers)
+        if ack.get("duplicate") or ack.get("val") is None:
+            return None
+        return int(ack["val"])
+
+    async def bump(self, source: str, target: str, delta: int = 1, *, msg_id: str | None = None) -> None:
+        """Count ``delta`` transitions ``source -> target`` now (acknowledgement awaited)."""
+        await self._publisher.publish(
+            self._layout.count_subject(source, target), b"", headers=self._incr(delta, msg_id)
+        )
+
+    def add(self, source: str, target: str, delta: int = 1) -> None:
+        """Count transitions in the background: coalesced for up to ``COALESCE_S``, then posted.
+
+        Under load this turns thousands of increments a second into a few posts per
+        coalescing window; each post carries its own ``Nats-Msg-Id`` so a re-send after a
+        restart counts once.
+        """
+        key = (source, target)
+        self._pending[key] = self._pending.get(key, 0) + delta
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().call_later(COALESCE_S, self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        self._flusher = None
+        task = asyncio.get_running_loop().create_task(self.flush())
+        self._flushing.add(task)
+        task.add_done_callback(self._flushing.discard)
+
+    async def flush(self) -> None:
+        """Post every coalesced increment now."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            self._flusher = None
+        pending, self._pending = self._pending, {}
+        for (source, target), delta in pending.items():
+            if delta:
+                self._posted += 1
+                subject = self._layout.count_subject(source, target)
+                headers = self._incr(delta, f"{self._owner}.{self._posted}")
+                await self._publisher.post(subject, b"", headers=headers, what=f"counter {subject}")
+
+    async def flush_all(self) -> None:
+        """Post every coalesced increment, including those a background flush is posting now."""
+        await self.flush()
+        if self._flushing:
+            await asyncio.gather(*self._flushing)
+
+    @staticmethod
+    def _incr(delta: int, msg_id: str | None) -> dict[str, str]:
+        headers = {"Nats-Incr": f"{delta:+d}"}
+        if msg_id is not None:
+            headers[_js.MSG_ID] = msg_id
+        return headers
+
+    async def transitions(self) -> dict[tuple[str, str], int]:
+        """Every transition counter: ``{(from, to): count}``."""
+        raw = await _js.multi_last(
+            self._manager.client,
+            self._layout.counter_stream,
+            self._layout.count_filter,
+            self._manager.config.request_timeout_s,
+        )
+        skip = len(self._layout.count_filter) - 1  # "{prefix}.count." is what precedes from.to
+        counts: dict[tuple[str, str], int] = {}
+        for subject, data in raw.items():
+            source, _, target = subject[skip:].partition(".")
+            try:
+                counts[(source, target)] = int(json.loads(data)["val"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise SerializationError(f"counter {subject}: unreadable value {data[:40]!r}") from exc
+        return counts
+
+    async def counts(self) -> JobCounts:
+        """Jobs per state: transitions into it minus transitions out of it."""
+        per_state = dict.fromkeys(JobState, 0)
+        for (source, target), value in (await self.transitions()).items():
+            if target in per_state:
+                per_state[JobState(target)] += value
+            if source in per_state:
+                per_state[JobState(source)] -= value
+        return JobCounts(**{state.value: count for state, count in per_state.items()})
+
+
+class IdAllocator:
+    """Job ids from the counter: single, in blocks, or bound once to an idempotency key."""
+
+    def __init__(self, counters: Counters, store: JobStore, prefix: str) -> None:
+        self._counters = counters
+        self._store = store
+        self._prefix = prefix
+
+    async def next(self) -> str:
+        """A fresh id."""
+        number = await self._counters.next_ids()
+        if number is None:  # pragma: no cover - only a Nats-Msg-Id makes the counter report a duplicate
+            raise RevisionConflictError("id counter reported a duplicate reservation")
+        return format_id(self._prefix, number)
+
+    async def block(self, count: int) -> list[str]:
+        """``count`` consecutive fresh ids (one counter increment)."""
+        last = await self._counters.next_ids(count)
+        if last is None:  # pragma: no cover - see next()
+            raise RevisionConflictError("id counter reported a duplicate reservation")
+        return [format_id(self._prefix, last - count + 1 + i) for i in range(count)]
+
+    async def for_key(self, key: str) -> str:
+        """The id bound to an idempotency key: the existing one, or a fresh id bound now."""
+        existing = await self._store.idempotent_id(key)
+        if existing is not None:
+            return existing
+        number = await self._counters.next_ids(msg_id=f"idem.{idempotency_digest(key)}")
+        if number is None:  # a concurrent submit with this key reserved an id: wait for its binding
+            for _ in range(50):
+                existing = await self._store.idempotent_id(key)
+                if existing is not None:
+                    return existing
+                await asyncio.sleep(0.1)
+            return await self._store.claim_idempotency_key(key, await self.next())  # that submitter died
+        return await self._store.claim_idempotency_key(key, format_id(self._prefix, number))

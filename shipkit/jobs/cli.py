@@ -1,0 +1,245 @@
+"""``shipkit jobs``: inspect and drive a job queue from the shell.
+
+A thin skin over :class:`~shipkit.jobs.queue.JobQueue`: every command parses its arguments,
+calls one queue method and prints a table (or JSON with ``--json``)::
+
+    shipkit jobs submit trainer '{"epochs": 3}'
+    shipkit jobs ls --status queued
+    shipkit jobs show JOB-001
+    shipkit jobs cancel JOB-001
+    shipkit jobs retry JOB-001
+    shipkit jobs counts --json
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import click
+import structlog
+
+from shipkit.config import NatsConfig, default_nats_url
+from shipkit.errors import ShipkitError
+from shipkit.jobs.models import Job, JobState
+from shipkit.jobs.queue import JobQueue
+
+__all__ = ["jobs"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+
+def _common(func: F) -> F:
+    """The options every command takes: where the queue is and how to print."""
+    options = [
+        click.option(
+            "--nats-url", default=None, help="NATS server URL [default: $SHIPKIT_NATS_URL, $NATS_URL, localhost]"
+        ),
+        click.option("--queue", "queue_name", default="jobs", show_default=True, help="Job queue name."),
+        click.option("--prefix", default="JOB", show_default=True, help="Job id prefix (for submit)."),
+        click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _run(nats_url: str | None, queue_name: str, prefix: str, action: Callable[[JobQueue[Any]], Awaitable[T]]) -> T:
+    """Open the queue, run ``action``, close it; shipkit errors become a clean CLI error."""
+
+    async def main() -> T:
+        config = NatsConfig.from_url(nats_url or default_nats_url(), name="shipkit-jobs-cli", max_reconnect_attempts=0)
+        queue: JobQueue[Any] = JobQueue(config, name=queue_name, prefix=prefix)
+        async with queue:
+            return await action(queue)
+
+    try:
+        return asyncio.run(main())
+    except ShipkitError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _when(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def _short(value: Any, limit: int = 48) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _job_row(job: Job) -> list[str]:
+    note = job.error or job.last_error or (f"{job.progress:.0%} {job.progress_message or ''}" if job.progress else "")
+    return [
+        job.id,
+        job.state.value,
+        job.worker,
+        f"{job.attempt}/{job.max_attempts or '-'}",
+        job.queued_by or "-",
+        _when(job.queued_at),
+        _short(note.strip()) if note else "",
+    ]
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+@click.group("jobs")
+def jobs() -> None:
+    """Inspect and drive shipkit job queues (durable jobs on NATS JetStream)."""
+    if not structlog.is_configured():  # keep stdout for tables and JSON: warnings only, on stderr
+        structlog.configure(
+            wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+            logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        )
+
+
+@jobs.command("ls")
+@click.option("--status", type=click.Choice([s.value for s in JobState]), default=None, help="Only jobs in this state.")
+@click.option("--worker", default=None, help="Only jobs for this worker.")
+@click.option("--limit", type=int, default=None, help="Show at most this many (the newest).")
+@_common
+def list_jobs(
+    status: str | None,
+    worker: str | None,
+    limit: int | None,
+    nats_url: str | None,
+    queue_name: str,
+    prefix: str,
+    as_json: bool,
+) -> None:
+    """List jobs, oldest first."""
+    found = _run(nats_url, queue_name, prefix, lambda q: q.list(status, worker=worker))
+    if limit is not None:
+        found = found[-limit:] if limit > 0 else []
+    if as_json:
+        _echo_json([job.model_dump(mode="json") for job in found])
+        return
+    headers = ["id", "state", "worker", "attempt", "queued by", "queued at", "note"]
+    click.echo(_table(headers, [_job_row(job) for job in found]))
+
+
+@jobs.command("show")
+@click.argument("job_id")
+@_common
+def show(job_id: str, nats_url: str | None, queue_name: str, prefix: str, as_json: bool) -> None:
+    """Show one job in full."""
+    job = _run(nats_url, queue_name, prefix, lambda q: q.get(job_id))
+    if job is None:
+        raise click.ClickException(f"no job {job_id!r} in queue {queue_name!r}")
+    record = job.model_dump(mode="json")
+    if as_json:
+        _echo_json(record)
+        return
+    for key, value in record.items():
+        if key.endswith("_at") and isinstance(value, int):
+            value = f"{_when(value)} ({value})"
+        elif not isinstance(value, str):
+            value = json.dumps(value, ensure_ascii=False)
+        click.echo(f"{key:>17}: {value}")
+
+
+@jobs.command("submit")
+@click.argument("worker")
+@click.argument("payload")
+@click.option("--queued-by", default="cli", show_default=True, help="Recorded as the submitter.")
+@click.option("--delay", "delay_s", type=float, default=None, help="Run no earlier than this many seconds from now.")
+@click.option("--idempotency-key", default=None, help="Submit at most once per key.")
+@click.option("--max-attempts", type=int, default=None, help="Attempts for this job.")
+@_common
+def submit(
+    worker: str,
+    payload: str,
+    queued_by: str,
+    delay_s: float | None,
+    idempotency_key: str | None,
+    max_attempts: int | None,
+    nats_url: str | None,
+    queue_name: str,
+    prefix: str,
+    as_json: bool,
+) -> None:
+    """Queue a job for WORKER with the JSON PAYLOAD; print its id."""
+    try:
+        value = json.loads(payload)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="PAYLOAD") from exc
+    job_id = _run(
+        nats_url,
+        queue_name,
+        prefix,
+        lambda q: q.submit(
+            value,
+            worker,
+            queued_by,
+            delay_s=delay_s,
+            idempotency_key=idempotency_key,
+            max_attempts=max_attempts,
+        ),
+    )
+    if as_json:
+        _echo_json({"id": job_id})
+    else:
+        click.echo(job_id)
+
+
+def _action_command(name: str, verb: str, doc: str) -> None:
+    @jobs.command(name, help=doc)
+    @click.argument("job_id")
+    @_common
+    def command(job_id: str, nats_url: str | None, queue_name: str, prefix: str, as_json: bool) -> None:
+        job = _run(nats_url, queue_name, prefix, lambda q: getattr(q, verb)(job_id))
+        if as_json:
+            _echo_json(job.model_dump(mode="json"))
+        elif job.state is JobState.RUNNING and job.cancel_requested:
+            click.echo(f"{job.id}: cancellation requested (the worker stops it)")
+        else:
+            click.echo(f"{job.id}: {job.state.value}")
+
+
+_action_command("cancel", "cancel", "Cancel a job (a running one is asked to stop).")
+_action_command("retry", "retry", "Requeue a failed, dead or cancelled job.")
+
+
+@jobs.command("counts")
+@_common
+def counts(nats_url: str | None, queue_name: str, prefix: str, as_json: bool) -> None:
+    """Jobs per state."""
+    result = _run(nats_url, queue_name, prefix, lambda q: q.counts())
+    if as_json:
+        _echo_json({**result.as_dict(), "total": result.total})
+        return
+    rows = [[state, str(value)] for state, value in result.as_dict().items()]
+    rows.append(["total", str(result.total)])
+    click.echo(_table(["state", "jobs"], rows))
+
+
+@jobs.command("schedules")
+@_common
+def schedules(nats_url: str | None, queue_name: str, prefix: str, as_json: bool) -> None:
+    """Recurring schedules and their next firing."""
+    found = _run(nats_url, queue_name, prefix, lambda q: q.schedules())
+    if as_json:
+        _echo_json([s.model_dump(mode="json") for s in found])
+        return
+    rows = []
+    for item in found:
+        upcoming = item.next_run()
+        rows.append([item.name, item.cron, item.worker, upcoming.isoformat() if upcoming else "-"])
+    click.echo(_table(["name", "cron", "worker", "next run"], rows))

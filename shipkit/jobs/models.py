@@ -1,0 +1,255 @@
+"""The job record and the small value types around it: :class:`Job`, :class:`JobState`,
+:class:`Backoff`, :class:`JobCounts`, :class:`ResultRef`.
+
+A job's JSON keeps the noesis-ship fields first, in the contract's order (wire contract §3:
+``id, payload, status, worker, queued_by, queued_at, started_at, completed_at, result, error``),
+so a reader that knows only those still reads it; shipkit's lifecycle fields follow.
+
+``status`` stays within the seed's four values (``queued|running|complete|failed``) because a
+seed reader (a Rust enum) rejects anything else; the full lifecycle state is the added field
+``state``::
+
+    state       scheduled  queued  running  complete  failed  cancelled  dead
+    status      queued     queued  running  complete  failed  failed     failed
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from shipkit.errors import SerializationError
+
+__all__ = [
+    "FINISHED_STATES",
+    "Backoff",
+    "Job",
+    "JobCounts",
+    "JobState",
+    "ResultRef",
+    "SeedStatus",
+    "now_ms",
+]
+
+SeedStatus = Literal["queued", "running", "complete", "failed"]
+
+
+def now_ms() -> int:
+    """Unix time in milliseconds (the seed's timestamp unit)."""
+    return time.time_ns() // 1_000_000
+
+
+class JobState(enum.StrEnum):
+    """Where a job is in its lifecycle.
+
+    ``scheduled`` waits for its ``run_at`` (not yet dispatched); ``queued`` waits for a worker
+    (including a retry waiting out its backoff); ``running`` is held by one worker; the other
+    four are final (``retry`` can requeue ``failed``, ``cancelled`` and ``dead`` jobs).
+    """
+
+    SCHEDULED = "scheduled"
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETE = "complete"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    DEAD = "dead"
+
+    @property
+    def seed_status(self) -> SeedStatus:
+        """The noesis-ship status a seed reader sees for this state."""
+        return _SEED_STATUS[self]
+
+    @property
+    def is_finished(self) -> bool:
+        """True for the final states (complete, failed, cancelled, dead)."""
+        return self in FINISHED_STATES
+
+
+_SEED_STATUS: dict[JobState, SeedStatus] = {
+    JobState.SCHEDULED: "queued",
+    JobState.QUEUED: "queued",
+    JobState.RUNNING: "running",
+    JobState.COMPLETE: "complete",
+    JobState.FAILED: "failed",
+    JobState.CANCELLED: "failed",
+    JobState.DEAD: "failed",
+}
+
+FINISHED_STATES = frozenset({JobState.COMPLETE, JobState.FAILED, JobState.CANCELLED, JobState.DEAD})
+
+
+class ResultRef(BaseModel):
+    """Where a result too large to store inline lives (an object in the queue's result bucket)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    bucket: str
+    name: str
+    size: int
+    sha256: str
+
+
+class Job(BaseModel):
+    """One job record as stored in the queue's KV bucket (and returned by ``get``/``list``).
+
+    Attributes:
+        id: ``{PREFIX}-{n:03}``, unique across every process using the queue.
+        payload: the submitted payload as JSON (the worker validates it into its type).
+        status: the seed-compatible status (see the module docstring); use ``state``.
+        worker: the worker name the job is targeted at.
+        queued_by: free-form name of the submitter.
+        queued_at / started_at / completed_at: Unix milliseconds.
+        result: the handler's return value (JSON); ``None`` when stored by reference.
+        error: the final error of a failed or dead job.
+        state: the lifecycle state.
+        attempt: attempts started so far (1 on the first run).
+        max_attempts: attempts allowed; ``None`` until a worker applies its policy.
+        progress / progress_message: the last ``ctx.progress(fraction, message)``.
+        cancel_requested: a cancellation was asked while the job was running.
+        run_at: Unix ms before which the job is not run (delays, backoff).
+        idempotency_key: the key a submit was de-duplicated on.
+        last_error: the most recent failed attempt's error (kept on dead jobs and retries).
+        timeout_s: per-job timeout overriding the worker's.
+        result_ref: where a large result is stored.
+        schedule: the cron schedule name that created the job.
+        claimed_by: the worker instance holding a running job.
+        updated_at: Unix ms of the last write.
+        dispatch: generation of the dispatch message (stale messages are dropped).
+        dispatch_seq: stream sequence of the message the current attempt was claimed from.
+        claimed_from: the state the current attempt was claimed from.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: str
+    payload: Any = None
+    status: SeedStatus = "queued"
+    worker: str
+    queued_by: str = ""
+    queued_at: int = Field(default_factory=now_ms)
+    started_at: int | None = None
+    completed_at: int | None = None
+    result: Any = None
+    error: str | None = None
+    state: JobState = JobState.QUEUED
+    attempt: int = 0
+    max_attempts: int | None = None
+    progress: float | None = None
+    progress_message: str | None = None
+    cancel_requested: bool = False
+    run_at: int | None = None
+    idempotency_key: str | None = None
+    last_error: str | None = None
+    timeout_s: float | None = None
+    result_ref: ResultRef | None = None
+    schedule: str | None = None
+    claimed_by: str | None = None
+    updated_at: int = Field(default_factory=now_ms)
+    dispatch: int = 1
+    dispatch_seq: int | None = None
+    claimed_from: JobState | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _state_from_status(cls, data: Any) -> Any:
+        # A record written by a seed-shaped writer has no ``state``: its status is the state.
+        if isinstance(data, Mapping) and "state" not in data and "status" in data:
+            data = {**data, "state": data["status"]}
+        return data
+
+    @model_validator(mode="after")
+    def _status_from_state(self) -> Self:
+        expected = self.state.seed_status
+        if self.status != expected:
+            object.__setattr__(self, "status", expected)
+        return self
+
+    @property
+    def is_finished(self) -> bool:
+        """True once the job reached a final state."""
+        return self.state.is_finished
+
+    def evolve(self, **changes: Any) -> Job:
+        """A copy with ``changes`` applied, ``status`` kept consistent and ``updated_at`` stamped."""
+        if "state" in changes:
+            changes["status"] = JobState(changes["state"]).seed_status
+        changes.setdefault("updated_at", now_ms())
+        return self.model_copy(update=changes)
+
+    def to_json(self) -> bytes:
+        """Compact JSON, seed fields first in contract order."""
+        return self.model_dump_json().encode()
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> Job:
+        """Parse a job record; raise :class:`SerializationError` naming the bad fields."""
+        try:
+            return cls.model_validate_json(data)
+        except ValidationError as exc:
+            fields = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors()[:5])
+            raise SerializationError(f"invalid Job JSON: {fields}") from exc
+
+
+class Backoff(BaseModel):
+    """Exponential backoff with jitter between attempts of a failing job.
+
+    The delay before attempt ``n + 1`` (after ``n`` failed attempts) is
+    ``min(max_s, initial_s * factor ** (n - 1))``, then multiplied by a random factor in
+    ``[1 - jitter, 1 + jitter]`` so retries of many jobs spread out.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    initial_s: float = Field(default=1.0, ge=0)
+    factor: float = Field(default=2.0, ge=1)
+    max_s: float = Field(default=300.0, ge=0)
+    jitter: float = Field(default=0.1, ge=0, le=1)
+
+    def delay_s(self, failed_attempts: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait after ``failed_attempts`` failures (``>= 1``)."""
+        exponent = max(failed_attempts, 1) - 1
+        try:
+            base = min(self.max_s, self.initial_s * self.factor**exponent)
+        except OverflowError:
+            base = self.max_s
+        if self.jitter:
+            base *= 1 + (rng or random).uniform(-self.jitter, self.jitter)
+        return max(0.0, base)
+
+
+@dataclass(frozen=True, slots=True)
+class JobCounts:
+    """How many jobs are in each state (read from counters, never by scanning jobs)."""
+
+    scheduled: int = 0
+    queued: int = 0
+    running: int = 0
+    complete: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    dead: int = 0
+
+    @property
+    def total(self) -> int:
+        """All jobs ever submitted and still recorded."""
+        return sum(self.as_dict().values())
+
+    def as_dict(self) -> dict[str, int]:
+        """``{state: count}`` in lifecycle order."""
+        return {state.value: getattr(self, state.value) for state in JobState}
+
+    def as_seed_tuple(self) -> tuple[int, int, int, int]:
+        """``(queued, running, complete, failed)`` as noesis-ship's ``counts()`` returns them."""
+        return (
+            self.scheduled + self.queued,
+            self.running,
+            self.complete,
+            self.failed + self.cancelled + self.dead,
+        )

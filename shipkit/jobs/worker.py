@@ -1,0 +1,306 @@
+"""The runner that executes a :class:`~shipkit.jobs.spec.JobWorkerSpec`: :class:`JobWorker`.
+
+Integration contract (what ``@service.job_worker`` relies on):
+
+- ``JobWorker(queue, spec)`` does nothing until ``await start()``; the queue must be usable
+  (``start`` connects it if needed).
+- It never holds more jobs than ``spec.concurrency``: a slot is taken when a message is pulled
+  and freed when that job is settled.
+- Each job: payload validated (a mismatch makes the job ``dead`` at once: retrying cannot fix
+  it), handler run as its own task under ``timeout_s``, lease renewed in the background; the
+  return value completes the job; an exception or a timeout fails the attempt (retried with
+  backoff until ``max_attempts``, then ``dead``); a cancellation request cancels the task and
+  the job ends ``cancelled``.
+- ``await stop(graceful_timeout_s)`` stops pulling at once, lets running jobs finish within the
+  grace period, then cancels the rest and gives them back to the queue immediately (``nak``)
+  with the interrupted attempt *not* counted. A job whose give-back cannot be written (the
+  server is unreachable) is redelivered when its lease expires: never lost, never left
+  ``running``. Returns the :class:`JobWorkerStats`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field, replace
+from types import TracebackType
+from typing import Any, Self
+
+import structlog
+from nats.aio.msg import Msg
+from pydantic import ValidationError
+
+from shipkit.errors import SerializationError, ShipkitError
+from shipkit.jobs._lease import Lease
+from shipkit.jobs._pull import Puller
+from shipkit.jobs._retry import TRANSIENT_ERRORS, retry_transient
+from shipkit.jobs.context import JobContext
+from shipkit.jobs.errors import LeaseLostError
+from shipkit.jobs.models import now_ms
+from shipkit.jobs.queue import JobQueue
+from shipkit.jobs.spec import JobWorkerSpec
+
+__all__ = ["JobWorker", "JobWorkerStats"]
+
+log = structlog.get_logger(__name__)
+
+_CANCEL_WAIT_S = 5.0  # how long a cancelled handler may take to unwind before we settle anyway
+
+
+@dataclass(frozen=True, slots=True)
+class JobWorkerStats:
+    """What one :class:`JobWorker` did.
+
+    Attributes:
+        handled: jobs completed.
+        failed: attempts that failed (errors, timeouts, bad payloads).
+        cancelled: jobs cancelled while running here.
+        given_back: jobs returned to the queue at shutdown.
+        lost: jobs whose lease was taken over by another worker.
+    """
+
+    handled: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    given_back: int = 0
+    lost: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """How an attempt ended; ``now`` (and a retry's ``delay_s``) are fixed once so a retried
+    settlement writes exactly the same record."""
+
+    kind: str  # complete | fail | dead | cancelled | shutdown | lost
+    value: Any = None
+    now: int = field(default_factory=now_ms)
+    delay_s: float | None = None
+
+
+class JobWorker:
+    """Runs ``spec``'s handler on jobs for ``spec.worker``, ``spec.concurrency`` at a time.
+
+    Args:
+        queue: the queue to take jobs from.
+        spec: the handler and its policies.
+        pull_expires_s: how long an idle pull request waits on the server.
+    """
+
+    def __init__(self, queue: JobQueue[Any], spec: JobWorkerSpec, *, pull_expires_s: float = 5.0) -> None:
+        self.queue = queue
+        self.spec = spec
+        self._pull_expires_s = pull_expires_s
+        self._puller: Puller | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._leases: dict[str, Lease] = {}
+        self._counts = dict.fromkeys(JobWorkerStats.__slots__, 0)
+        self._stopping = False
+        self._max_attempts = spec.max_attempts or queue.max_attempts
+        self._backoff = spec.backoff or queue.backoff
+
+    @property
+    def stats(self) -> JobWorkerStats:
+        """Counters so far."""
+        return JobWorkerStats(**self._counts)
+
+    @property
+    def running(self) -> int:
+        """Jobs running now."""
+        return len(self._leases)
+
+    async def start(self) -> None:
+        """Begin taking jobs (connects the queue if needed)."""
+        if self._puller is not None:
+            return
+        await self.queue.connect()
+        consumer = await self.queue._dispatcher.ensure_consumer(self.spec.worker, self.spec.lease_s)
+        self._stopping = False
+        self._puller = Puller(
+            self.queue.connection,
+            self.queue.layout.dispatch_stream,
+            consumer,
+            self.spec.concurrency,
+            self._on_message,
+            expires_s=self._pull_expires_s,
+        )
+        self._puller.start()
+        log.info(
+            "job.worker_started", worker=self.spec.worker, concurrency=self.spec.concurrency, queue=self.queue.name
+        )
+
+    async def stop(self, graceful_timeout_s: float = 30.0) -> JobWorkerStats:
+        """Stop taking jobs, let running ones finish within the grace, give the rest back."""
+        puller, self._puller = self._puller, None
+        if puller is None:
+            return self.stats
+        self._stopping = True
+        await puller.stop()
+        if self._tasks and graceful_timeout_s > 0:
+            await asyncio.wait(set(self._tasks), timeout=graceful_timeout_s)
+        if self._leases:
+            log.warning("job.worker_interrupting", worker=self.spec.worker, jobs=sorted(self._leases))
+            for lease in list(self._leases.values()):
+                lease.signal("shutdown")
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=_CANCEL_WAIT_S + self.spec.lease_s)
+            for task in pending:  # settling hangs (no server): the lease expiry returns the job
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        if self.queue.connection.is_connected:
+            try:
+                await self.queue.flush()  # counters and events of the last jobs, before the caller disconnects
+            except ShipkitError as exc:
+                log.warning("job.flush_failed", worker=self.spec.worker, error=str(exc))
+        stats = self.stats
+        log.info(
+            "job.worker_stopped", worker=self.spec.worker, **{k: getattr(stats, k) for k in JobWorkerStats.__slots__}
+        )
+        return stats
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    # -- per job ---------------------------------------------------------------------------
+
+    def _on_message(self, msg: Msg) -> None:
+        task = asyncio.create_task(self._handle(msg), name=f"shipkit-job-{self.spec.worker}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, msg: Msg) -> None:
+        try:
+            lease = await self._claim(msg)
+            if lease is not None:
+                self._leases[lease.job.id] = lease
+                try:
+                    await self._settle(lease, await self._run(lease))
+                finally:
+                    self._leases.pop(lease.job.id, None)
+        except ShipkitError as exc:  # unsettled: the message comes back after its lease
+            log.error("job.claim_failed", worker=self.spec.worker, subject=msg.subject, error=str(exc))
+        finally:
+            if self._puller is not None:
+                self._puller.release()
+
+    async def _claim(self, msg: Msg) -> Lease | None:
+        """Claim, retrying while the server is briefly unreachable (a landed claim resumes)."""
+        found: list[Lease | None] = []
+
+        async def attempt() -> None:
+            found.append(
+                await self.queue._holder.claim(msg, lease_s=self.spec.lease_s, default_max_attempts=self._max_attempts)
+            )
+
+        await retry_transient(f"claim {msg.subject}", attempt, self.spec.lease_s / 2)
+        return found[-1]
+
+    async def _run(self, lease: Lease) -> _Outcome:
+        """Validate the payload and run the handler under the timeout; say how it ended."""
+        try:
+            payload = self.spec.validate_payload(lease.job.payload)
+        except ValidationError as exc:
+            return _Outcome("dead", f"payload does not match {_type_name(self.spec.payload_type)}: {_summary(exc)}")
+        if self._stopping:
+            return _Outcome("shutdown")
+        context = JobContext(self.queue, lease)
+
+        async def call() -> Any:
+            return await self.spec.invoke(payload, context)
+
+        task = asyncio.create_task(call(), name=f"shipkit-job-{lease.job.id}")
+
+        def cancel_task(reason: str) -> None:
+            task.cancel()
+
+        lease.on_cancel = cancel_task
+        if lease.cancel_reason is not None or lease.job.cancel_requested:
+            task.cancel()
+        timeout_s = lease.job.timeout_s or self.spec.timeout_s
+        done, _ = await asyncio.wait({task}, timeout=timeout_s)
+        if not done:
+            lease.signal("timeout")
+            await asyncio.wait({task}, timeout=_CANCEL_WAIT_S)
+            return _Outcome("fail", f"timed out after {timeout_s:g}s")
+        return _outcome_of(task, lease)
+
+    async def _settle(self, lease: Lease, outcome: _Outcome) -> None:
+        """Write the outcome, retrying while the server is unreachable (for up to one lease)."""
+        if outcome.kind == "fail" and outcome.delay_s is None:
+            outcome = replace(outcome, delay_s=self._backoff.delay_s(lease.job.attempt))
+        try:
+            await retry_transient(f"settle {lease.job.id}", lambda: self._apply(lease, outcome), self.spec.lease_s)
+        except LeaseLostError:
+            self._counts["lost"] += 1
+            log.warning("job.lease_lost", job_id=lease.job.id, attempt=lease.attempt, outcome=outcome.kind)
+        except TRANSIENT_ERRORS as exc:
+            log.error(
+                "job.settle_failed",
+                job_id=lease.job.id,
+                outcome=outcome.kind,
+                error=str(exc),
+                hint="the job is redelivered when its lease expires",
+            )
+
+    async def _apply(self, lease: Lease, outcome: _Outcome) -> None:
+        queue, kind, now = self.queue, outcome.kind, outcome.now
+        if kind == "complete":
+            try:
+                await queue._holder.complete(lease, outcome.value, now=now)
+                self._counts["handled"] += 1
+                log.info("job.complete", job_id=lease.job.id, worker=self.spec.worker, attempt=lease.attempt)
+                return
+            except SerializationError as exc:
+                outcome = _Outcome("fail", f"result is not JSON-serialisable: {exc}", now, outcome.delay_s)
+                kind = "fail"
+        if kind == "fail":
+            delay_s = outcome.delay_s if outcome.delay_s is not None else self._backoff.delay_s(lease.job.attempt)
+            job = await queue._holder.fail(lease, str(outcome.value), self._backoff, now=now, delay_s=delay_s)
+            self._counts["failed"] += 1
+            log.warning(
+                "job.attempt_failed", job_id=job.id, attempt=job.attempt, state=job.state.value, error=outcome.value
+            )
+        elif kind == "dead":
+            await queue._holder.dead(lease, str(outcome.value), now=now)
+            self._counts["failed"] += 1
+            log.error("job.dead", job_id=lease.job.id, error=outcome.value)
+        elif kind == "cancelled":
+            await queue._holder.cancelled(lease, now=now)
+            self._counts["cancelled"] += 1
+            log.info("job.cancelled", job_id=lease.job.id)
+        elif kind == "shutdown":
+            await queue._holder.give_back(lease, now=now)
+            self._counts["given_back"] += 1
+            log.info("job.given_back", job_id=lease.job.id)
+        elif kind == "lost":
+            raise LeaseLostError(f"job {lease.job.id} was taken over")
+
+
+def _outcome_of(task: asyncio.Task[Any], lease: Lease) -> _Outcome:
+    """How a finished handler task ended, honouring why it was asked to stop."""
+    reason = lease.cancel_reason or ("cancelled" if lease.job.cancel_requested else None)
+    if task.cancelled() or (reason is not None and task.exception() is not None):
+        if reason in ("cancelled", "shutdown", "lost"):
+            return _Outcome(reason)
+        return _Outcome("fail", "the handler's task was cancelled")
+    exc = task.exception()
+    if exc is not None:
+        return _Outcome("fail", f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+    return _Outcome("complete", task.result())
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or repr(annotation)
+
+
+def _summary(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:5]:
+        where = ".".join(str(p) for p in error["loc"]) or "<root>"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)
