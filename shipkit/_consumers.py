@@ -200,20 +200,35 @@ async def start_channel_handlers(runtime: Runtime) -> list[Stopper]:
 
 
 async def start_job_workers(runtime: Runtime) -> list[Stopper]:
-    """One job-worker runner per ``@service.job_worker`` on a shared queue."""
+    """Job-worker runners for every ``@service.job_worker``, on one shared queue.
+
+    One stopper stops them all (each gives unfinished jobs back), then closes the queue, whose
+    background publishers must outlive the workers.
+    """
     from shipkit.jobs import JobQueue, JobWorker
     from shipkit.runtime import Counts
 
     queue: JobQueue[Any] = JobQueue(runtime.connection, name=runtime.service.job_queue)
     await queue.connect()
-    stoppers: list[Stopper] = []
-    for spec in runtime.service.job_workers:
-        worker = JobWorker(queue, spec)
-        await worker.start()
+    workers = [JobWorker(queue, spec) for spec in runtime.service.job_workers]
+    try:
+        for worker in workers:
+            await worker.start()
+    except BaseException:
+        await asyncio.gather(*(worker.stop(0) for worker in workers), return_exceptions=True)
+        await queue.close()
+        raise
 
-        async def stop(grace_s: float, worker: Any = worker) -> Counts:
-            stats = await worker.stop(grace_s)
-            return Counts(handled=stats.handled, failed=stats.failed, cancelled=stats.cancelled)
+    async def stop(grace_s: float) -> Counts:
+        try:
+            all_stats = await asyncio.gather(*(worker.stop(grace_s) for worker in workers))
+        finally:
+            await queue.close()
+        return Counts(
+            handled=sum(s.handled for s in all_stats),
+            failed=sum(s.failed for s in all_stats),
+            # interrupted work: cancelled on request, or given back to the queue at shutdown
+            cancelled=sum(s.cancelled + s.given_back for s in all_stats),
+        )
 
-        stoppers.append(stop)
-    return stoppers
+    return [stop]
