@@ -9,12 +9,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from shipkit import ConnectionManager, ShipEvent, Service
+from shipkit import ConnectionManager, Service, ShipEvent
 from shipkit.jobs import JobContext, JobQueue, JobState
 from shipkit.testing import run_service
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "jobs"))
-from jobs_helpers import wait_state  # noqa: E402
+from jobs_helpers import wait_state
 
 
 class Resize(BaseModel):
