@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 
 import structlog
 
-from shipkit.config import NatsConfig, default_nats_url
+from shipkit.config import DEFAULT_NATS_URL, NatsConfig, default_nats_url
 from shipkit.connection import ProvisionMode
 from shipkit.runtime import Counts, Runtime
 from shipkit.server import NatsServer
@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 __all__ = ["capture_signals", "run", "serve"]
 
 log = structlog.get_logger("shipkit.runner")
+
+EMBEDDED_URL = DEFAULT_NATS_URL
+"""Where :func:`serve` looks for a server, and starts an embedded one, when no URL is configured."""
 
 
 @contextmanager
@@ -92,15 +95,15 @@ async def serve(
     server: NatsServer | None = None
     if config is None:
         url = nats_url or default_nats_url()
-        explicit = nats_url is not None or url != "nats://localhost:4222"
+        explicit = nats_url is not None or url != EMBEDDED_URL
         if embedded and not explicit and not _listening(url):
-            server = NatsServer(port=4222, store_dir=Path(data_dir) / "nats")
+            server = NatsServer(port=urlparse(EMBEDDED_URL).port, store_dir=Path(data_dir) / "nats")
             await server.__aenter__()
             log.info(
                 "embedded_server.started",
                 url=server.url,
                 store_dir=str(server.store_dir),
-                hint="nothing was listening on localhost:4222; pass --no-embedded to turn this off",
+                hint=f"nothing was listening on {EMBEDDED_URL}; pass --no-embedded to turn this off",
             )
             url = server.url
         config = NatsConfig.from_url(url, name=service.name)
