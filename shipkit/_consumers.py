@@ -71,7 +71,7 @@ def _event_handler(runtime: Runtime, spec: EventSpec) -> Callable[[Any], Corouti
 
 async def start_event_consumers(runtime: Runtime) -> list[Stopper]:
     """One durable pull consumer per ``@service.on_event`` (created or attached as it is)."""
-    from shipkit.primitives.eventbus import DurableConsumer
+    from shipkit.primitives.consumer import DurableConsumer
 
     stoppers: list[Stopper] = []
     for spec in runtime.service.events:

@@ -4,7 +4,7 @@
 primitive           transport            module
 ==================  ===================  ==============================================
 PubSub              core NATS            :mod:`shipkit.primitives.pubsub`
-EventBus            JetStream            :mod:`shipkit.primitives.eventbus`
+EventBus            JetStream            :mod:`shipkit.primitives.eventbus` (loop: ``consumer``)
 ChannelService      JetStream            :mod:`shipkit.primitives.channels`
 KvStore & co.       NATS KV              :mod:`shipkit.primitives.kv`, ``beings``, ``ship_config``, ``health``
 ShipObjectStore     NATS object store    :mod:`shipkit.primitives.objects`, ``snapshots``, ``artifacts``
@@ -16,7 +16,8 @@ JobQueue            JetStream + KV       :mod:`shipkit.jobs`
 from shipkit.primitives.artifacts import ArtifactStore
 from shipkit.primitives.beings import BeingRegistry
 from shipkit.primitives.channels import ChannelService
-from shipkit.primitives.eventbus import DurableConsumer, EventBus, emit_event, get_global_bus, set_global_bus
+from shipkit.primitives.consumer import DurableConsumer
+from shipkit.primitives.eventbus import EventBus, emit_event, get_global_bus, set_global_bus
 from shipkit.primitives.health import HealthMetrics
 from shipkit.primitives.kv import KvEntry, KvStore, KvWatch
 from shipkit.primitives.objects import ShipObjectStore

@@ -37,7 +37,7 @@ from shipkit.config import NatsConfig, StreamConfig
 from shipkit.connection import ConnectionManager, resolve_connection
 from shipkit.errors import ConfigurationError, InvalidNameError, SerializationError, translate_nats_errors
 from shipkit.models import ChannelMessage
-from shipkit.primitives.eventbus import DurableConsumer
+from shipkit.primitives.consumer import DurableConsumer
 
 __all__ = ["CHANNEL_SUBJECT_PREFIX", "ChannelHandler", "ChannelService"]
 
