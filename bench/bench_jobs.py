@@ -40,6 +40,41 @@ from shipkit.server import NatsServer
 
 RAW_STREAM = "BENCH_RAW"
 RAW_SUBJECT = "bench.raw.work"
+SERVER_PID: int | None = None  # set when this script started the server: its CPU is reported too
+
+
+def _cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` (Linux /proc; 0 elsewhere)."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU per message of the server, the child processes and this process over one measurement."""
+
+    def __init__(self, children: list[subprocess.Popen[str]]) -> None:
+        self._pids = [proc.pid for proc in children]
+        self._start = self._sample()
+
+    def _sample(self) -> tuple[float, float, float]:
+        return (_cpu_s(SERVER_PID), sum(_cpu_s(pid) for pid in self._pids), time.process_time())
+
+    def per_message_us(self, count: int) -> dict[str, float]:
+        """``{server, children, driver}``: microseconds of CPU per message since construction."""
+        end = self._sample()
+        keys = ("server", "children", "driver")
+        return {key: (b - a) / count * 1e6 for key, a, b in zip(keys, self._start, end, strict=True)}
+
+
+def _cpu_text(cpu: dict[str, float]) -> str:
+    server, children, driver = cpu["server"], cpu["children"], cpu["driver"]
+    return f"cpu/msg: server {server:4.0f} us, consumers {children:4.0f} us, driver {driver:4.0f} us"
 
 
 def _quiet() -> None:
@@ -108,8 +143,10 @@ def finish(procs: list[subprocess.Popen[str]]) -> None:
 # -- measurements ---------------------------------------------------------------------------
 
 
-async def measure_jobs(url: str, jobs: int, processes: int, concurrency: int, run: int, events: bool) -> float:
-    """Seconds from first submit to last complete with ``processes`` JobWorker processes."""
+async def measure_jobs(
+    url: str, jobs: int, processes: int, concurrency: int, run: int, events: bool
+) -> tuple[float, dict[str, float]]:
+    """Seconds from first submit to last complete with ``processes`` JobWorker processes, and CPU per job."""
     name = f"bench{run}p{processes}{'e' if events else 'n'}"
     flag = "--events" if events else "--no-events"
     async with JobQueue(url, name=name, events=events) as queue:
@@ -119,17 +156,19 @@ async def measure_jobs(url: str, jobs: int, processes: int, concurrency: int, ru
         ]
         try:
             payloads = [{"n": i, "data": "x" * 64} for i in range(jobs)]
+            meter = CpuMeter(procs)
             start = time.perf_counter()
             await queue.submit_many(payloads, "bench")
             while (await queue.counts()).complete < jobs:  # noqa: ASYNC110 - polling another process's work
                 await asyncio.sleep(0.01)
             elapsed = time.perf_counter() - start
+            cpu = meter.per_message_us(jobs)
         finally:
             finish(procs)
-    return elapsed
+    return elapsed, cpu
 
 
-async def measure_raw(url: str, jobs: int, processes: int, run: int) -> float:
+async def measure_raw(url: str, jobs: int, processes: int, run: int) -> tuple[float, dict[str, float]]:
     """Seconds to publish ``jobs`` messages and have ``processes`` raw consumers ack them all."""
     nc = await nats.connect(url)
     js = nc.jetstream()
@@ -142,6 +181,7 @@ async def measure_raw(url: str, jobs: int, processes: int, run: int) -> float:
     procs = [spawn("--role", "raw", "--url", url, "--consumer", consumer) for _ in range(processes)]
     try:
         bodies = [json.dumps({"n": i, "data": "x" * 64}).encode() for i in range(jobs)]
+        meter = CpuMeter(procs)
         start = time.perf_counter()
         for chunk in range(0, jobs, 256):
             await asyncio.gather(*(js.publish(subject, body) for body in bodies[chunk : chunk + 256]))
@@ -151,10 +191,11 @@ async def measure_raw(url: str, jobs: int, processes: int, run: int) -> float:
                 break
             await asyncio.sleep(0.01)
         elapsed = time.perf_counter() - start
+        cpu = meter.per_message_us(jobs)
     finally:
         finish(procs)
         await nc.close()
-    return elapsed
+    return elapsed, cpu
 
 
 async def throughput(url: str, jobs: int, repeat: int, concurrency: int, events: bool) -> dict[str, Any]:
@@ -168,11 +209,13 @@ async def throughput(url: str, jobs: int, repeat: int, concurrency: int, events:
     for processes in (1, 2):
         raw_times, job_times = [], []
         for run in range(repeat):
-            raw_times.append(await measure_raw(url, jobs, processes, run))
-            job_times.append(await measure_jobs(url, jobs, processes, concurrency, run, events))
+            raw_time, raw_cpu = await measure_raw(url, jobs, processes, run)
+            job_time, job_cpu = await measure_jobs(url, jobs, processes, concurrency, run, events)
+            raw_times.append(raw_time)
+            job_times.append(job_time)
             print(
-                f"  {processes}p run {run + 1}: raw {jobs / raw_times[-1]:8.0f} msg/s"
-                f"   shipkit {jobs / job_times[-1]:8.0f} jobs/s",
+                f"  {processes}p run {run + 1}: raw {jobs / raw_time:8.0f} msg/s ({_cpu_text(raw_cpu)})\n"
+                f"  {' ' * len(str(processes))}        shipkit {jobs / job_time:8.0f} jobs/s ({_cpu_text(job_cpu)})",
                 flush=True,
             )
         raw_rate = jobs / statistics.median(raw_times)
@@ -225,8 +268,11 @@ async def main() -> None:
     if args.role == "raw":
         await run_raw_consumer(args.url, args.consumer)
         return
+    global SERVER_PID
     server = None if args.url else NatsServer().start()
     url = args.url or server.url  # type: ignore[union-attr]
+    if server is not None and server._process is not None:
+        SERVER_PID = server._process.pid
     try:
         print(f"nats-server {url}, python {sys.version.split()[0]}, {os.cpu_count()} cpus", flush=True)
         if not args.skip_throughput:

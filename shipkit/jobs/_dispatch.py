@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import pydantic_core
 import structlog
 from nats.aio.msg import Msg
 from nats.js import api
@@ -47,7 +48,10 @@ class DispatchBody:
     @classmethod
     def decode(cls, data: bytes) -> DispatchBody:
         """Parse a dispatch message body; :class:`SerializationError` when it is not one."""
-        body = loads(data, "job dispatch message")
+        try:
+            body = pydantic_core.from_json(data)  # a few times faster than json.loads
+        except ValueError:
+            body = loads(data, "job dispatch message")  # raises the SerializationError that says why
         if not isinstance(body, dict):
             raise SerializationError(f"job dispatch message: expected an object, got {type(body).__name__}")
         schedule = body.get("schedule")
@@ -68,10 +72,14 @@ class DispatchBody:
         )
 
 
-def encode_dispatch(job: Job, revision: int) -> bytes:
-    """The dispatch message for ``job`` at KV ``revision``."""
-    head = json.dumps({"id": job.id, "dispatch": job.dispatch, "rev": revision}, separators=(",", ":"))
-    return head[:-1].encode() + b',"job":' + job.to_json() + b"}"
+def encode_dispatch(job: Job, revision: int, record: bytes | None = None) -> bytes:
+    """The dispatch message for ``job`` at KV ``revision``; ``record`` is ``job.to_json()`` if already made."""
+    return b'{"id":%s,"dispatch":%d,"rev":%d,"job":%s}' % (
+        json.dumps(job.id).encode(),
+        job.dispatch,
+        revision,
+        job.to_json() if record is None else record,
+    )
 
 
 def at_header(run_at_ms: int) -> str:
@@ -141,11 +149,22 @@ class Dispatcher:
         self._consumers[worker] = lease_s
         return name
 
-    async def dispatch(self, job: Job, revision: int) -> None:
+    async def dispatch(self, job: Job, revision: int, record: bytes | None = None) -> None:
         """Put ``job`` in its worker's queue (de-duplicated per dispatch generation)."""
         subject = self._layout.dispatch_subject(job.worker)
         headers = {_js.MSG_ID: f"{job.id}.{job.dispatch}"}
-        await self._publisher.publish(subject, encode_dispatch(job, revision), headers=headers)
+        await self._publisher.publish(subject, encode_dispatch(job, revision, record), headers=headers)
+
+    async def dispatch_many(self, jobs: list[Job], revisions: list[int], records: list[bytes]) -> None:
+        """:meth:`dispatch` for many jobs, pipelined (``records``: their ``to_json()``, made once)."""
+        subjects: dict[str, str] = {}
+        messages: list[tuple[str, bytes, dict[str, str] | None]] = []
+        for job, revision, record in zip(jobs, revisions, records, strict=True):
+            subject = subjects.get(job.worker) or subjects.setdefault(
+                job.worker, self._layout.dispatch_subject(job.worker)
+            )
+            messages.append((subject, encode_dispatch(job, revision, record), {_js.MSG_ID: f"{job.id}.{job.dispatch}"}))
+        await self._publisher.publish_many(messages)
 
     async def schedule_at(self, job: Job, revision: int, run_at_ms: int) -> None:
         """Have the server dispatch ``job`` at ``run_at_ms`` (an ADR-51 ``@at`` schedule)."""

@@ -9,13 +9,18 @@ is counted or announced twice.
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
+from pydantic import TypeAdapter
+from pydantic_core import PydanticSerializationError
+
+from shipkit.errors import SerializationError
 from shipkit.jobs import _js
 from shipkit.jobs._publisher import Publisher
 from shipkit.jobs._store import Counters
 from shipkit.jobs.models import Job
-from shipkit.models import ShipEvent
+from shipkit.models import utc_now_iso
 
 EVENT_TYPES = (
     "job.queued",
@@ -27,6 +32,42 @@ EVENT_TYPES = (
     "job.cancelled",
     "job.dead",
 )
+
+_ANY: TypeAdapter[Any] = TypeAdapter(Any)
+
+
+class EventEncoder:
+    """Writes ``ShipEvent`` JSON (wire contract §1) byte for byte as ``ShipEvent.new(...).to_json()``.
+
+    The constant parts (event type, source, version) are encoded once; per event only the
+    timestamp, the payload and a fresh 8-hex-digit correlation id are written, instead of
+    building and validating a pydantic model per transition.
+    """
+
+    def __init__(self, source: str) -> None:
+        self._heads: dict[str, bytes] = {}
+        self._middle = b'","source":' + _ANY.dump_json(source) + b',"payload":'
+
+    def encode(self, event_type: str, payload: Any) -> bytes:
+        """A fresh event of ``event_type`` carrying ``payload``, stamped now."""
+        head = self._heads.get(event_type)
+        if head is None:
+            head = self._heads[event_type] = b'{"event_type":' + _ANY.dump_json(event_type) + b',"timestamp":"'
+        try:
+            body = _ANY.dump_json(payload)
+        except PydanticSerializationError as exc:
+            raise SerializationError(f"cannot encode ShipEvent as JSON: {exc}") from exc
+        return b"".join(
+            (
+                head,
+                utc_now_iso().encode(),
+                self._middle,
+                body,
+                b',"correlation_id":"',
+                b"%08x" % random.getrandbits(32),  # as new_correlation_id(): 8 random hex digits
+                b'","version":"1.0"}',
+            )
+        )
 
 
 class Announcer:
@@ -48,6 +89,8 @@ class Announcer:
         self._events = events
         self._event_prefix = event_prefix
         self._source = source
+        self._encoder = EventEncoder(source)
+        self._subjects = {event_type: f"{event_prefix}.{event_type}" for event_type in EVENT_TYPES}
 
     async def transition(self, before: str, job: Job, revision: int, event_type: str | None, **extra: Any) -> None:
         """Count ``before -> job.state`` (if it changed) and publish ``event_type`` (if given).
@@ -77,7 +120,8 @@ class Announcer:
             "attempt": job.attempt,
             "max_attempts": job.max_attempts,
         }
-        payload.update(extra)
-        event = ShipEvent.new(event_type, payload, source=self._source)
-        subject = f"{self._event_prefix}.{event_type}"
-        await self._publisher.post(subject, event.to_json(), headers={_js.MSG_ID: msg_id}, what=f"event {subject}")
+        if extra:
+            payload.update(extra)
+        subject = self._subjects.get(event_type) or f"{self._event_prefix}.{event_type}"
+        data = self._encoder.encode(event_type, payload)
+        await self._publisher.post(subject, data, headers={_js.MSG_ID: msg_id}, what=subject)

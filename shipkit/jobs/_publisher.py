@@ -15,17 +15,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import nats.js.errors as js_errors
+import pydantic_core
 import structlog
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from shipkit.connection import ConnectionManager
-from shipkit.errors import JetStreamError, NatsTimeoutError, ShipkitError, StreamNotFoundError, translate_nats_errors
+from shipkit.errors import (
+    JetStreamError,
+    NatsTimeoutError,
+    ShipkitError,
+    StreamNotFoundError,
+    translate_nats_error,
+    translate_nats_errors,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -57,9 +64,11 @@ def check_ack(msg: Msg, what: str) -> dict[str, Any]:
     if headers and not msg.data and headers.get("Status") == "503":
         raise StreamNotFoundError(f"{what}: no stream captures this subject (publish got no ack)")
     try:
-        answer: dict[str, Any] = json.loads(msg.data)
+        answer: dict[str, Any] = pydantic_core.from_json(msg.data)  # a few times faster than json.loads
     except ValueError as exc:
         raise JetStreamError(f"{what}: unreadable acknowledgement {msg.data[:80]!r}") from exc
+    if not isinstance(answer, dict):
+        raise JetStreamError(f"{what}: unreadable acknowledgement {msg.data[:80]!r}")
     error = answer.get("error")
     if error is not None:
         with translate_nats_errors(what):
@@ -138,24 +147,65 @@ class Publisher:
         """Send and await the reply message (raises :class:`NatsTimeoutError` when none comes)."""
         if self._sub is None:
             await self.start()
+        token, pending, future = self._register(timeout_s)
+        try:
+            await self._publish(subject, data, token, headers)
+            return await future
+        finally:
+            self._unregister(token, pending)
+
+    async def request_many(
+        self, requests: list[tuple[str, bytes, dict[str, str] | None]], *, timeout_s: float | None = None
+    ) -> list[Msg]:
+        """Send every ``(subject, data, headers)`` at once, then await the replies in order.
+
+        One future per request and no task: what ``gather`` over :meth:`request` does, at a
+        fraction of the cost (bulk submits).
+        """
+        if self._sub is None:
+            await self.start()
+        sent = [self._register(timeout_s) for _ in requests]
+        try:
+            for (subject, data, headers), (token, _, _) in zip(requests, sent, strict=True):
+                await self._publish(subject, data, token, headers)
+            return [await future for _, _, future in sent]
+        finally:
+            for token, pending, _ in sent:
+                self._unregister(token, pending)
+
+    async def publish(self, subject: str, data: bytes, *, headers: dict[str, str] | None = None) -> dict[str, Any]:
+        """A JetStream publish, acknowledgement awaited and checked: the PubAck as a dict."""
+        return check_ack(await self.request(subject, data, headers=headers), f"publish {subject}")
+
+    async def publish_many(self, messages: list[tuple[str, bytes, dict[str, str] | None]]) -> list[dict[str, Any]]:
+        """Many JetStream publishes, pipelined; the PubAcks in order (the first error answer raises)."""
+        replies = await self.request_many(messages)
+        pairs = zip(replies, messages, strict=True)
+        return [check_ack(reply, f"publish {subject}") for reply, (subject, _, _) in pairs]
+
+    def _register(self, timeout_s: float | None) -> tuple[str, _Pending, asyncio.Future[Msg]]:
         loop = asyncio.get_running_loop()
         token = self._token()
         future: asyncio.Future[Msg] = loop.create_future()
         pending = _Pending(future=future)
         self._pending[token] = pending
-        timeout = timeout_s or self._manager.config.request_timeout_s
-        pending.timer = loop.call_later(timeout, self._expire, token)
-        try:
-            with translate_nats_errors(f"request {subject}"):
-                await self._manager.client.publish(subject, data, reply=self._prefix + token, headers=headers)
-            return await future
-        finally:
-            pending.timer.cancel()
-            self._pending.pop(token, None)
+        pending.timer = loop.call_later(timeout_s or self._manager.config.request_timeout_s, self._expire, token)
+        return token, pending, future
 
-    async def publish(self, subject: str, data: bytes, *, headers: dict[str, str] | None = None) -> dict[str, Any]:
-        """A JetStream publish, acknowledgement awaited and checked: the PubAck as a dict."""
-        return check_ack(await self.request(subject, data, headers=headers), f"publish {subject}")
+    def _unregister(self, token: str, pending: _Pending) -> None:
+        if pending.timer is not None:
+            pending.timer.cancel()
+        self._pending.pop(token, None)
+
+    async def _publish(self, subject: str, data: bytes, token: str, headers: dict[str, str] | None) -> None:
+        # translate_nats_error on the rare failure instead of a context manager on every publish
+        try:
+            await self._manager.client.publish(subject, data, reply=self._prefix + token, headers=headers)
+        except Exception as exc:
+            translated = translate_nats_error(exc, f"publish {subject}")
+            if translated is exc:
+                raise
+            raise translated from exc
 
     def _expire(self, token: str) -> None:
         pending = self._pending.get(token)
@@ -179,10 +229,7 @@ class Publisher:
         post.attempts += 1
         post.retry_at = None
         try:
-            with translate_nats_errors(f"publish {post.subject}"):
-                await self._manager.client.publish(
-                    post.subject, post.data, reply=self._prefix + token, headers=post.headers
-                )
+            await self._publish(post.subject, post.data, token, post.headers)
         except ShipkitError as exc:  # disconnected: the sweeper re-sends
             post.retry_at = post.sent_at + 0.2
             log.debug("job.post_deferred", what=post.what, error=str(exc))

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
 
 import nats.js.errors as js_errors
+import pydantic_core
 
 from shipkit._json import dumps, loads
 from shipkit.config import ObjectStoreConfig, StorageType
@@ -42,7 +42,7 @@ class ResultStore:
         """``(inline value, None)`` or ``(None, reference)``; :class:`SerializationError` if not JSON."""
         data = dumps(result)
         if len(data) <= self._inline_max:
-            return json.loads(data), None
+            return pydantic_core.from_json(data), None  # the JSON value, as json.loads, faster
         bucket = await self._manager.ensure_object_store(self._config)
         with translate_nats_errors(f"put result {self._config.bucket}/{job_id}"):
             await bucket.put(job_id, data)

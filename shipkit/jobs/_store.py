@@ -72,9 +72,24 @@ class JobStore:
         data, revision = found
         return Job.from_json(data), revision
 
-    async def create(self, job: Job) -> int:
-        """Write a new record; :class:`RevisionConflictError` when the id exists."""
-        return await self._put(self._layout.record_subject(job.id), job.to_json(), expected=0)
+    async def create(self, job: Job, record: bytes | None = None) -> int:
+        """Write a new record (``record``: ``job.to_json()`` if made); :class:`RevisionConflictError` when it exists."""
+        data = job.to_json() if record is None else record
+        return await self._put(self._layout.record_subject(job.id), data, expected=0)
+
+    async def create_many(self, jobs: list[Job], records: list[bytes]) -> list[int]:
+        """Write many new records (``records``: their ``to_json()``), pipelined; their revisions.
+
+        The first conflict raises.
+        """
+        subject = self._layout.record_subject
+        acks = await self._publisher.publish_many(
+            [
+                (subject(job.id), record, {_js.EXPECTED_LAST_SUBJECT_SEQ: "0"})
+                for job, record in zip(jobs, records, strict=True)
+            ]
+        )
+        return [int(ack["seq"]) for ack in acks]
 
     async def cas(self, job: Job, revision: int) -> int:
         """Replace the record if it is still at ``revision``; return the new revision."""

@@ -272,11 +272,12 @@ class JobQueue(Generic[P]):
             timeout_s=timeout_s,
             updated_at=now,
         )
+        record = job.to_json()  # serialised once: for the record and its dispatch
         try:
-            revision = await self._store.create(job)
+            revision = await self._store.create(job, record)
         except RevisionConflictError:
             return job_id  # an identical idempotent submit created it a moment ago
-        await self._send(job, revision)
+        await self._send(job, revision, record)
         await self._announcer.transition(NEW, job, revision, "job.queued", queued_by=queued_by, run_at=run_at_ms)
         return job_id
 
@@ -311,9 +312,10 @@ class JobQueue(Generic[P]):
         ]
         for start in range(0, len(jobs), _BULK_CHUNK):
             chunk = jobs[start : start + _BULK_CHUNK]
-            revisions = await asyncio.gather(*(self._store.create(job) for job in chunk))
-            await asyncio.gather(*(self._dispatcher.dispatch(j, r) for j, r in zip(chunk, revisions, strict=True)))
-            await self._announcer.bulk(NEW, chunk, list(revisions), "job.queued")
+            records = [job.to_json() for job in chunk]  # serialised once: for the record and its dispatch
+            revisions = await self._store.create_many(chunk, records)
+            await self._dispatcher.dispatch_many(chunk, revisions, records)
+            await self._announcer.bulk(NEW, chunk, revisions, "job.queued")
         return [job.id for job in jobs]
 
     def _payload_value(self, payload: Any) -> Any:
@@ -334,11 +336,11 @@ class JobQueue(Generic[P]):
         elif job.state is JobState.SCHEDULED and job.run_at is not None:
             await self._dispatcher.schedule_at(job, revision, job.run_at)
 
-    async def _send(self, job: Job, revision: int) -> None:
+    async def _send(self, job: Job, revision: int, record: bytes | None = None) -> None:
         if job.state is JobState.SCHEDULED and job.run_at is not None:
             await self._dispatcher.schedule_at(job, revision, job.run_at)
         else:
-            await self._dispatcher.dispatch(job, revision)
+            await self._dispatcher.dispatch(job, revision, record)
 
     # -- reading ---------------------------------------------------------------------------
 

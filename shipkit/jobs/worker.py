@@ -222,6 +222,9 @@ class JobWorker:
         if lease.cancel_reason is not None or lease.job.cancel_requested:
             task.cancel()
         timeout_s = lease.job.timeout_s or self.spec.timeout_s
+        if timeout_s is None:
+            await _finished(task)
+            return _outcome_of(task, lease)
         done, _ = await asyncio.wait({task}, timeout=timeout_s)
         if not done:
             lease.signal("timeout")
@@ -279,6 +282,19 @@ class JobWorker:
             log.info("job.given_back", job_id=lease.job.id)
         elif kind == "lost":
             raise LeaseLostError(f"job {lease.job.id} was taken over")
+
+
+async def _finished(task: asyncio.Task[Any]) -> None:
+    """Wait for ``task`` to end without cancelling it if we are cancelled (``asyncio.wait`` minus its cost)."""
+    if not task.done():
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def wake(_: asyncio.Task[Any]) -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        task.add_done_callback(wake)
+        await waiter
 
 
 def _outcome_of(task: asyncio.Task[Any], lease: Lease) -> _Outcome:
