@@ -217,8 +217,7 @@ class Endpoint:
         try:
             result = await resume
         except asyncio.CancelledError:
-            await self._reply_error(msg, 503, "service is shutting down: the request was cancelled", None)
-            self.runtime.counts.cancelled += 1
+            await self._cancelled(msg)
             raise
         except Exception as exc:
             await self._failed(msg, exc, started)
@@ -229,10 +228,18 @@ class Endpoint:
         if self.after_success is not None:
             try:
                 await self.after_success(msg, context, result)
+            except asyncio.CancelledError:
+                await self._cancelled(msg, "the request was handled but its event was not published")
+                raise
             except Exception as exc:
                 await self._failed(msg, exc, started, note="handled, but its event could not be published")
                 return
         await self._succeeded(msg, result, started)
+
+    async def _cancelled(self, msg: Msg, what: str = "the request was cancelled") -> None:
+        """Cancelled at shutdown: the caller hears 503 at once instead of waiting for its timeout."""
+        self.runtime.counts.cancelled += 1
+        await self._reply_error(msg, 503, f"service is shutting down: {what}", None)
 
     async def _succeeded(self, msg: Msg, result: Any, started: int) -> None:
         reply = msg.reply

@@ -264,3 +264,24 @@ async def test_queue_group_spreads_requests(shipkit_connection: ConnectionManage
         replies = [await shipkit_client.request("pool.who", response_type=str) for _ in range(20)]
     assert len(answered) == 20
     assert sorted(replies) == sorted(answered)
+
+
+async def test_request_cancelled_at_shutdown_gets_503(
+    shipkit_connection: ConnectionManager, shipkit_client: Client
+) -> None:
+    """A request still running when the grace period ends is answered 503 at once, not left to time out."""
+    service = Service("stuck")
+    entered = asyncio.Event()
+
+    @service.handler("wait")
+    async def wait() -> None:
+        entered.set()
+        await asyncio.Event().wait()
+
+    async with run_service(service, shipkit_connection, graceful_timeout_s=0.1) as runtime:
+        call = asyncio.create_task(shipkit_client.request("stuck.wait", timeout_s=30))
+        await asyncio.wait_for(entered.wait(), timeout=5)
+    with pytest.raises(ServiceError) as caught:
+        await asyncio.wait_for(call, timeout=5)
+    assert caught.value.code == 503
+    assert runtime.counts.cancelled == 1
