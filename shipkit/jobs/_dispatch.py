@@ -8,6 +8,7 @@ moved on (cancelled, retried), the compare-and-set fails and the claimer reads t
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import math
@@ -33,6 +34,10 @@ log = structlog.get_logger(__name__)
 SCHEDULE = "Nats-Schedule"
 SCHEDULE_TARGET = "Nats-Schedule-Target"
 SCHEDULER = "Nats-Scheduler"
+PULL_NO_WAIT = b'{"batch":1,"no_wait":true}'
+# no_wait with expires: answered as soon as a message is delivered, else 408 after 200 ms (ADR-13)
+PULL_AWAITING_SIGNAL = b'{"batch":1,"no_wait":true,"expires":200000000}'
+PULL_ATTEMPTS = 3  # pulls per pull_one while the store holds an undelivered message (another puller may win)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,11 +213,38 @@ class Dispatcher:
         return [loads(data, f"schedule {subject}") for subject, data in sorted(raw.items())]
 
     async def pull_one(self, worker: str, lease_s: float) -> Msg | None:
-        """The next message for ``worker`` if one is available now, else None (never waits for one)."""
+        """The next message for ``worker`` if one is queued now, else None (never waits for one).
+
+        nats-server sends the PubAck of a publish *before* the stream's consumers are signalled
+        of the new message (asynchronously), so a ``no_wait`` pull right after a PubAck can
+        answer 404 although the message is stored, and the consumer's ``num_pending`` can still
+        say 0. The store itself is current, so an empty answer is checked against it (one round
+        trip more, on the empty path only): when the last message on the worker's subject is
+        past the consumer's last delivered sequence, it is pulled again, this time letting the
+        server wait (briefly) until the consumer has been signalled.
+        """
         consumer = await self.ensure_consumer(worker, lease_s)
+        stream = self._layout.dispatch_stream
+        request = PULL_NO_WAIT
+        for _ in range(PULL_ATTEMPTS):
+            msg = await self._pull(consumer, request)
+            if msg is not None:
+                return msg
+            with translate_nats_errors(f"consumer info {stream}/{consumer}"):
+                info, last = await asyncio.gather(
+                    self._manager.jetstream.consumer_info(stream, consumer),
+                    _js.direct_get_last(self._publisher, stream, self._layout.dispatch_subject(worker)),
+                )
+            if last is None or last[1] <= info.delivered.stream_seq:
+                return None  # everything on the subject was delivered already (held, or being settled)
+            log.debug("job.pull_retried", consumer=consumer, last_seq=last[1], delivered=info.delivered.stream_seq)
+            request = PULL_AWAITING_SIGNAL
+        return None
+
+    async def _pull(self, consumer: str, request: bytes) -> Msg | None:
+        """One pull request for one message; None on the server's 404/408 (nothing for us now)."""
         nc = self._manager.client
         inbox = nc.new_inbox()
-        request = b'{"batch":1,"no_wait":true}'
         api_subject = f"$JS.API.CONSUMER.MSG.NEXT.{self._layout.dispatch_stream}.{consumer}"
         with translate_nats_errors(f"pull {self._layout.dispatch_stream}/{consumer}"):
             sub = await nc.subscribe(inbox)
