@@ -31,6 +31,7 @@ from shipkit.jobs.schedule import Schedule
 log = structlog.get_logger(__name__)
 
 CAS_ATTEMPTS = 32
+_ANNOUNCED_MAX = 10_000
 
 
 class Holder:
@@ -56,6 +57,14 @@ class Holder:
         self._publisher = publisher
         self.instance_id = instance_id
         self._default_max_attempts = default_max_attempts
+        # Claims (job id, attempt, dispatch message) this process announced and has not settled
+        # yet, so a claim resumed after a lost settlement is not counted twice.
+        self._announced: dict[tuple[str, int, int | None], None] = {}
+
+    def _remember_announced(self, key: tuple[str, int, int | None]) -> None:
+        self._announced[key] = None
+        while len(self._announced) > _ANNOUNCED_MAX:  # leases lost elsewhere are never settled here
+            del self._announced[next(iter(self._announced))]
 
     async def claim(self, msg: Msg, *, lease_s: float, default_max_attempts: int) -> Lease | None:
         """Turn a dispatch message into a held job, or settle it when it is stale; None if not held."""
@@ -112,6 +121,12 @@ class Holder:
         if job.state is JobState.RUNNING:
             lease = Lease(job=job, revision=revision, msg=msg, owner=self.instance_id, lease_s=lease_s)
             self._keeper.add(lease)
+            key = _claim_key(job)
+            if key in self._announced:
+                # Resuming a claim this process announced already (its settlement never got
+                # through, so the message came back): counting it again would skew the counts.
+                return lease
+            self._remember_announced(key)
             takeover = before is JobState.RUNNING
             await self._announcer.transition(before.value, job, revision, "job.running", takeover=takeover)
             return lease
@@ -164,6 +179,7 @@ class Holder:
                     return new
                 if found is None or not lease.owns(found[0]):
                     self._keeper.discard(lease)
+                    self._announced.pop(_claim_key(lease.job), None)
                     lease.signal("lost")
                     raise LeaseLostError(
                         f"job {lease.job.id}: attempt {lease.attempt} is no longer held here"
@@ -189,9 +205,11 @@ class Holder:
         elif lease.job.state is not JobState.RUNNING or lease.settled is not None:
             raise LeaseLostError(f"job {lease.job.id}: attempt {lease.attempt} was already settled here")
         else:
+            claim = _claim_key(lease.job)
             job = await self.write(lease, change)
             lease.settled = event
             self._keeper.discard(lease)
+            self._announced.pop(claim, None)
         await self._settle_msg(lease.msg, ack, nak_delay_s)
         await self._announcer.transition(JobState.RUNNING.value, job, lease.revision, event, **extra)
         return job
@@ -279,3 +297,8 @@ class Holder:
             return
         with translate_nats_errors(f"{how} {msg.subject}"):
             await (msg.ack() if how == "ack" else msg.term())
+
+
+def _claim_key(job: Job) -> tuple[str, int, int | None]:
+    """What identifies one claim of a running record while the holder writes progress to it."""
+    return (job.id, job.attempt, job.dispatch_seq)

@@ -143,7 +143,10 @@ class LeaseKeeper:
                 await self._changed.wait()
                 continue
             await asyncio.sleep(min(lease.lease_s for lease in self._leases.values()) / 3)
-            await asyncio.gather(*(self._renew(lease) for lease in self.leases()))
+            try:
+                await asyncio.gather(*(self._renew(lease) for lease in self.leases()))
+            except Exception:  # a bug must not stop every lease from being renewed: log, next tick
+                log.exception("job.lease_keeper_error")
 
     async def _renew(self, lease: Lease) -> None:
         try:

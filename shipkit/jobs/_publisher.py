@@ -264,20 +264,27 @@ class Publisher:
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(_SWEEP_S)
-            now = asyncio.get_running_loop().time()
-            timeout = self._manager.config.request_timeout_s
-            for token in list(self._posts):
-                pending = self._pending.get(token)
-                post = pending.post if pending is not None else None
-                if post is None:
-                    self._done(token)
-                    continue
-                due = post.retry_at if post.retry_at is not None else post.sent_at + timeout
-                if now < due:
-                    continue
-                if now > post.give_up_at:
-                    log.error("job.post_failed", what=post.what, error="no acknowledgement", attempts=post.attempts)
-                    self._done(token)
-                    continue
-                with contextlib.suppress(ShipkitError):
-                    await self._send(token, post)
+            try:
+                await self._sweep_once()
+            except Exception:  # a bug must not leave every later post unconfirmed: log, next sweep
+                log.exception("job.publisher_sweep_error")
+
+    async def _sweep_once(self) -> None:
+        """Re-send posts whose answer is overdue; give up those past their retry time."""
+        now = asyncio.get_running_loop().time()
+        timeout = self._manager.config.request_timeout_s
+        for token in list(self._posts):
+            pending = self._pending.get(token)
+            post = pending.post if pending is not None else None
+            if post is None:
+                self._done(token)
+                continue
+            due = post.retry_at if post.retry_at is not None else post.sent_at + timeout
+            if now < due:
+                continue
+            if now > post.give_up_at:
+                log.error("job.post_failed", what=post.what, error="no acknowledgement", attempts=post.attempts)
+                self._done(token)
+                continue
+            with contextlib.suppress(ShipkitError):
+                await self._send(token, post)

@@ -124,6 +124,9 @@ class Puller:
                 except ShipkitError as exc:  # disconnected: try again after a pause
                     log.warning("job.pull_failed", subject=self._api_subject, error=str(exc))
                     await asyncio.sleep(0.5)
+                except Exception:  # a bug must not stop this worker from pulling: log, pause, go on
+                    log.exception("job.pull_error", subject=self._api_subject)
+                    await asyncio.sleep(0.5)
                 continue
             self._wake.clear()
             with contextlib.suppress(TimeoutError):

@@ -182,8 +182,14 @@ class JobWorker:
                     await self._settle(lease, await self._run(lease))
                 finally:
                     self._leases.pop(lease.job.id, None)
+                    # Settled leases are gone already. One left here was not settled (its write got
+                    # no answer in time, or failed): stop renewing it, so the server redelivers the
+                    # message after the lease and the job is resumed or retried, never left running.
+                    self.queue._keeper.discard(lease)
         except ShipkitError as exc:  # unsettled: the message comes back after its lease
             log.error("job.claim_failed", worker=self.spec.worker, subject=msg.subject, error=str(exc))
+        except Exception:  # a bug: log it, the message comes back after its lease
+            log.exception("job.handle_crashed", worker=self.spec.worker, subject=msg.subject)
         finally:
             if self._puller is not None:
                 self._puller.release()
@@ -233,11 +239,18 @@ class JobWorker:
         return _outcome_of(task, lease)
 
     async def _settle(self, lease: Lease, outcome: _Outcome) -> None:
-        """Write the outcome, retrying while the server is unreachable (for up to one lease)."""
+        """Write the outcome, retrying while the server is unreachable.
+
+        Retried for one lease plus one request timeout, so a write whose answer was lost to a
+        server restart is tried again at least once (the lease is renewed meanwhile). A write
+        that never gets through is left to the lease: ``_handle`` stops renewing it and the
+        server redelivers the message.
+        """
         if outcome.kind == "fail" and outcome.delay_s is None:
             outcome = replace(outcome, delay_s=self._backoff.delay_s(lease.job.attempt))
+        deadline_s = self.spec.lease_s + self.queue.connection.config.request_timeout_s
         try:
-            await retry_transient(f"settle {lease.job.id}", lambda: self._apply(lease, outcome), self.spec.lease_s)
+            await retry_transient(f"settle {lease.job.id}", lambda: self._apply(lease, outcome), deadline_s)
         except LeaseLostError:
             self._counts["lost"] += 1
             log.warning("job.lease_lost", job_id=lease.job.id, attempt=lease.attempt, outcome=outcome.kind)

@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -107,9 +108,14 @@ class WorkerProcess:
         self.proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
-        # Set JOBS_WORKER_STDERR=/path to keep the children's logs when debugging a test.
+        # The children's logs go to a temporary file (tail shown by stderr_tail() when a test fails);
+        # set JOBS_WORKER_STDERR=/path to keep them when debugging a test.
         debug_log = os.environ.get("JOBS_WORKER_STDERR")
-        self._stderr = open(debug_log, "ab") if debug_log else None  # noqa: SIM115 - outlives this call
+        self._stderr = (
+            open(debug_log, "a+b")  # noqa: SIM115 - outlives this call
+            if debug_log
+            else tempfile.TemporaryFile()  # noqa: SIM115 - outlives this call
+        )
 
     async def start(self) -> WorkerProcess:
         """Start the child and wait until it says READY."""
@@ -117,7 +123,7 @@ class WorkerProcess:
         self.proc = await asyncio.create_subprocess_exec(
             *self.args,
             stdout=asyncio.subprocess.PIPE,
-            stderr=self._stderr if self._stderr is not None else asyncio.subprocess.DEVNULL,
+            stderr=self._stderr,
             env=env,
         )
         self._reader = asyncio.create_task(self._read())
@@ -130,6 +136,12 @@ class WorkerProcess:
             self.lines.append(raw.decode().strip())
             self._changed.set()
         self._changed.set()
+
+    def stderr_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` lines the child wrote to stderr."""
+        self._stderr.flush()
+        self._stderr.seek(0)
+        return "\n".join(self._stderr.read().decode(errors="replace").splitlines()[-lines:])
 
     def words(self, tag: str) -> list[str]:
         """The arguments of every line starting with ``tag``."""

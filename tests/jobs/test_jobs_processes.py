@@ -16,6 +16,32 @@ async def _all_complete(queue: JobQueue[Any], total: int) -> bool:
     return (await queue.counts()).complete == total
 
 
+async def _stuck_report(queue: JobQueue[Any], worker: WorkerProcess, worker_name: str) -> str:
+    """What is not complete, what the dispatch consumer holds, and what the worker process said."""
+    jobs = await queue.list()
+    stuck = [j for j in jobs if j.state is not JobState.COMPLETE]
+    lines = [f"{len(stuck)} of {len(jobs)} jobs not complete; counts {await queue.counts()}"]
+    lines += [
+        f"  {j.id} state={j.state.value} attempt={j.attempt} claimed_by={j.claimed_by} "
+        f"dispatch={j.dispatch} dispatch_seq={j.dispatch_seq} updated_at={j.updated_at} last_error={j.last_error}"
+        for j in stuck[:20]
+    ]
+    try:
+        info = await queue.connection.jetstream.consumer_info(
+            queue.layout.dispatch_stream, queue.layout.consumer_name(worker_name)
+        )
+        lines.append(
+            f"consumer: num_pending={info.num_pending} num_ack_pending={info.num_ack_pending} "
+            f"num_redelivered={info.num_redelivered} num_waiting={info.num_waiting} delivered={info.delivered} "
+            f"ack_floor={info.ack_floor}"
+        )
+    except Exception as exc:  # diagnostics only: report, do not mask the timeout
+        lines.append(f"consumer info failed: {exc!r}")
+    lines.append(f"worker stdout tail: {worker.lines[-10:]}")
+    lines.append("worker stderr tail:\n" + worker.stderr_tail())
+    return "\n".join(lines)
+
+
 async def test_two_worker_processes_complete_each_of_1000_jobs_exactly_once(
     queue: JobQueue[Any], shipkit_nats_url: str
 ) -> None:
@@ -69,7 +95,10 @@ async def test_server_restart_mid_run_loses_nothing(
         ids = await queue.submit_many(range(200), "steady")
         await worker.wait_line("DONE", count=40, timeout=20)
         await asyncio.to_thread(shipkit_server.restart)
-        await wait_until(lambda: _all_complete(queue, 200), timeout=45, interval=0.2)
+        try:
+            await wait_until(lambda: _all_complete(queue, 200), timeout=45, interval=0.2)
+        except TimeoutError:
+            raise AssertionError(await _stuck_report(queue, worker, "steady")) from None
     finally:
         await worker.terminate()
     jobs = await queue.list()

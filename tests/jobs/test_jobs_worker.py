@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from jobs_helpers import EventRecorder, wait_state, wait_until
 from pydantic import BaseModel
 
+from shipkit.errors import JetStreamError
 from shipkit.jobs import Backoff, JobContext, JobQueue, JobState, JobWorker, JobWorkerSpec
 
 TINY = Backoff(initial_s=0.05, factor=2, max_s=0.2, jitter=0)
@@ -280,3 +282,33 @@ async def test_non_json_result_fails_the_attempt(queue: JobQueue[Any]) -> None:
         job_id = await queue.submit(1, "w")
         job = await wait_state(queue, job_id, JobState.DEAD)
     assert job.error is not None and "not JSON-serialisable" in job.error
+
+
+async def test_an_unsettled_job_is_redelivered_and_completes_counted_once(
+    queue: JobQueue[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job whose completion write fails is not kept alive forever: its lease lapses, it is resumed and completes."""
+    runs: list[int] = []
+    real_complete = queue._holder.complete
+
+    async def complete_once_failing(lease: Any, result: Any, *, now: int | None = None) -> Any:
+        if len(runs) == 1:  # the first run's write is lost (as to a server restart)
+            raise JetStreamError("simulated: the completion write got no usable answer")
+        return await real_complete(lease, result, now=now)
+
+    monkeypatch.setattr(queue._holder, "complete", complete_once_failing)
+
+    async def work(payload: int, job: JobContext) -> int:
+        runs.append(job.attempt)
+        await job.progress(0.5, "half")  # the held record moves on before the lost write
+        return payload * 2
+
+    spec = JobWorkerSpec.from_function(work, worker="w", lease_s=0.5)
+    async with JobWorker(queue, spec):
+        job_id = await queue.submit(21, "w")
+        job = await wait_state(queue, job_id, JobState.COMPLETE)
+        await queue.flush()
+    assert runs == [1, 1]  # the same attempt resumed after its lease, not a new one
+    assert job.result == 42 and job.attempt == 1
+    counts = await queue.counts()
+    assert (counts.complete, counts.running, counts.queued) == (1, 0, 0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from typing import Any
@@ -36,7 +37,9 @@ async def main() -> None:
     parser.add_argument("--grace-s", type=float, default=5.0)
     args = parser.parse_args()
     structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelName(os.environ.get("JOBS_WORKER_LOG_LEVEL", "WARNING").upper())
+        ),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
     )
 
