@@ -12,6 +12,8 @@ Fixtures (all prefixed ``shipkit_``):
 - ``shipkit_config``: a :class:`~shipkit.config.NatsConfig` for it.
 - ``shipkit_connection``: a connected :class:`~shipkit.connection.ConnectionManager`.
 - ``shipkit_client``: a :class:`~shipkit.client.Client` on that connection.
+- ``shipkit_raw_client``: a plain nats-py client on the same server, to play another agent (a
+  noesis-ship peer, a NATS CLI user) or to read raw bytes in interop tests.
 
 And :func:`run_service`, which starts a service's runtime in-process against a real server::
 
@@ -28,8 +30,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
+import nats
 import pytest
 import pytest_asyncio
+from nats.aio.client import Client as NatsClient
 
 from shipkit.app import Service
 from shipkit.client import Client
@@ -44,6 +48,7 @@ __all__ = [
     "shipkit_config",
     "shipkit_connection",
     "shipkit_nats_url",
+    "shipkit_raw_client",
     "shipkit_server",
 ]
 
@@ -86,6 +91,16 @@ async def shipkit_connection(shipkit_config: NatsConfig) -> AsyncIterator[Connec
 async def shipkit_client(shipkit_connection: ConnectionManager) -> Client:
     """A :class:`Client` on this test's connection."""
     return Client(shipkit_connection)
+
+
+@pytest_asyncio.fixture
+async def shipkit_raw_client(shipkit_nats_url: str) -> AsyncIterator[NatsClient]:
+    """A plain nats-py client on this test's server; closed afterwards."""
+    nc = await nats.connect(shipkit_nats_url)
+    try:
+        yield nc
+    finally:
+        await nc.close()
 
 
 @asynccontextmanager

@@ -7,7 +7,6 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import nats
 import pytest
 import pytest_asyncio
 from nats.js import JetStreamContext
@@ -22,16 +21,6 @@ from shipkit.primitives.artifacts import ArtifactStore, artifact_description
 async def arts(shipkit_connection: ConnectionManager) -> AsyncIterator[ArtifactStore]:
     async with ArtifactStore(shipkit_connection) as opened:
         yield opened
-
-
-@pytest_asyncio.fixture
-async def raw_js(shipkit_nats_url: str) -> AsyncIterator[JetStreamContext]:
-    """A plain nats-py client playing the noesis-ship agent."""
-    nc = await nats.connect(shipkit_nats_url)
-    try:
-        yield nc.jetstream()
-    finally:
-        await nc.close()
 
 
 async def raw_description(js: JetStreamContext, name: str) -> str:

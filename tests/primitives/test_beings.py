@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 
-import nats
 import pytest
 import pytest_asyncio
 from nats.aio.client import Client
@@ -41,16 +39,6 @@ RUST_STATUS = (
 async def registry(shipkit_connection: ConnectionManager) -> BeingRegistry:
     """A connected registry on the default beings_status bucket."""
     return await BeingRegistry(shipkit_connection).connect()
-
-
-@pytest_asyncio.fixture
-async def raw(shipkit_nats_url: str) -> AsyncIterator[Client]:
-    """A plain nats-py client playing the Rust noesis-ship agent."""
-    nc = await nats.connect(shipkit_nats_url)
-    try:
-        yield nc
-    finally:
-        await nc.close()
 
 
 async def raw_status(raw: Client, being_id: str) -> bytes:

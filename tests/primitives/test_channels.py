@@ -8,7 +8,6 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-import nats
 import pytest
 import pytest_asyncio
 from structlog.testing import capture_logs
@@ -20,16 +19,6 @@ from shipkit.models import ChannelMessage
 from shipkit.primitives.channels import ChannelService
 
 MESSAGE_KEYS = ["sender", "content", "timestamp", "channel", "message_id"]
-
-
-@pytest_asyncio.fixture
-async def raw(shipkit_nats_url: str) -> AsyncIterator[Any]:
-    """A plain nats-py client playing the Rust noesis-ship agent."""
-    nc = await nats.connect(shipkit_nats_url)
-    try:
-        yield nc
-    finally:
-        await nc.close()
 
 
 @pytest_asyncio.fixture

@@ -7,7 +7,6 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import nats
 import pytest
 import pytest_asyncio
 from nats.js import api
@@ -37,16 +36,6 @@ from shipkit.primitives.eventbus import (
 from shipkit.server import NatsServer
 
 SHIP_EVENT_KEYS = ["event_type", "timestamp", "source", "payload", "correlation_id", "version"]
-
-
-@pytest_asyncio.fixture
-async def raw(shipkit_nats_url: str) -> AsyncIterator[Any]:
-    """A plain nats-py client playing the Rust noesis-ship agent."""
-    nc = await nats.connect(shipkit_nats_url)
-    try:
-        yield nc
-    finally:
-        await nc.close()
 
 
 @pytest_asyncio.fixture

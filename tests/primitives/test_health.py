@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
-import nats
 import pytest
 import pytest_asyncio
 from nats.aio.client import Client
@@ -20,16 +18,6 @@ from shipkit.primitives.health import SHIP_HEALTH_BUCKET, HealthMetrics
 async def health(shipkit_connection: ConnectionManager) -> HealthMetrics:
     """A connected HealthMetrics on the default ship_health bucket."""
     return await HealthMetrics(shipkit_connection).connect()
-
-
-@pytest_asyncio.fixture
-async def raw(shipkit_nats_url: str) -> AsyncIterator[Client]:
-    """A plain nats-py client playing a Rust agent."""
-    nc = await nats.connect(shipkit_nats_url)
-    try:
-        yield nc
-    finally:
-        await nc.close()
 
 
 async def test_bucket_is_created_with_history_5_and_ttl_120(health: HealthMetrics, raw: Client) -> None:

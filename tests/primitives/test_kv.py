@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
-import nats
 import pytest
 import pytest_asyncio
 from nats.aio.client import Client
@@ -36,16 +34,6 @@ TIMEOUT = 5
 async def kv(shipkit_connection: ConnectionManager) -> KvStore:
     """A connected store on a fresh bucket ``things``."""
     return await KvStore("things", shipkit_connection).connect()
-
-
-@pytest_asyncio.fixture
-async def raw(shipkit_nats_url: str) -> AsyncIterator[Client]:
-    """A plain nats-py client playing another process (or a Rust agent)."""
-    nc = await nats.connect(shipkit_nats_url)
-    try:
-        yield nc
-    finally:
-        await nc.close()
 
 
 async def next_entry(watch: KvWatch) -> KvEntry:

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 import pytest_asyncio
 from nats.js import JetStreamContext
@@ -40,16 +39,6 @@ THREE_MIB = 3 * 1024 * 1024
 async def store(shipkit_connection: ConnectionManager) -> AsyncIterator[ShipObjectStore]:
     async with ShipObjectStore(BUCKET, shipkit_connection) as opened:
         yield opened
-
-
-@pytest_asyncio.fixture
-async def raw_js(shipkit_nats_url: str) -> AsyncIterator[JetStreamContext]:
-    """A plain nats-py client, standing in for a noesis-ship (or any other NATS) agent."""
-    nc = await nats.connect(shipkit_nats_url)
-    try:
-        yield nc.jetstream()
-    finally:
-        await nc.close()
 
 
 def sha256_hex(data: bytes) -> str:

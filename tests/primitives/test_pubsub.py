@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
-import nats
 import pytest
-import pytest_asyncio
 from structlog.testing import capture_logs
 
 from shipkit.connection import ConnectionManager
@@ -18,16 +15,6 @@ from shipkit.models import Event
 from shipkit.primitives.pubsub import EventType, Publisher, PubSub, Subscriber
 
 EVENT_KEYS = ["event_type", "source", "payload", "timestamp", "correlation_id"]
-
-
-@pytest_asyncio.fixture
-async def raw(shipkit_nats_url: str) -> AsyncIterator[Any]:
-    """A plain nats-py client playing the Rust noesis-ship agent."""
-    nc = await nats.connect(shipkit_nats_url)
-    try:
-        yield nc
-    finally:
-        await nc.close()
 
 
 async def raw_inbox(nc: Any, subject: str) -> asyncio.Queue[Any]:

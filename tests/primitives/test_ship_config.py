@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
-import nats
 import pytest
 import pytest_asyncio
 from nats.aio.client import Client
@@ -22,16 +20,6 @@ TIMEOUT = 5
 async def config(shipkit_connection: ConnectionManager) -> ShipConfig:
     """A connected ShipConfig on the default ship_config bucket."""
     return await ShipConfig(shipkit_connection).connect()
-
-
-@pytest_asyncio.fixture
-async def raw(shipkit_nats_url: str) -> AsyncIterator[Client]:
-    """A plain nats-py client playing a Rust agent."""
-    nc = await nats.connect(shipkit_nats_url)
-    try:
-        yield nc
-    finally:
-        await nc.close()
 
 
 async def test_bucket_is_created_with_history_5_and_no_ttl(config: ShipConfig, raw: Client) -> None:

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import nats
 import pytest
 import pytest_asyncio
 from nats.js import JetStreamContext
@@ -27,16 +26,6 @@ FIXED_NOW = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
 async def snaps(shipkit_connection: ConnectionManager) -> AsyncIterator[BeingSnapshots]:
     async with BeingSnapshots(shipkit_connection) as opened:
         yield opened
-
-
-@pytest_asyncio.fixture
-async def raw_js(shipkit_nats_url: str) -> AsyncIterator[JetStreamContext]:
-    """A plain nats-py client playing the noesis-ship agent."""
-    nc = await nats.connect(shipkit_nats_url)
-    try:
-        yield nc.jetstream()
-    finally:
-        await nc.close()
 
 
 @pytest.fixture
