@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import Any, TypeVar, overload
 
 from pydantic import TypeAdapter, ValidationError
 
 from shipkit._dispatch import ERROR_CODE_HEADER, ERROR_HEADER
 from shipkit._json import loads
+from shipkit._resource import Connectable
 from shipkit.codec import encode_result
 from shipkit.config import NatsConfig
 from shipkit.connection import ConnectionManager, resolve_connection
@@ -33,7 +33,7 @@ def _seed_error(body: bytes) -> tuple[int, str] | None:
     return None
 
 
-class Client:
+class Client(Connectable):
     """Request-reply calls to shipkit (and noesis-ship) services.
 
     ::
@@ -61,14 +61,6 @@ class Client:
         """Close the connection if this client made it."""
         if self._owned:
             await self.connection.disconnect()
-
-    async def __aenter__(self) -> Client:
-        return await self.connect()
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     @overload
     async def request(

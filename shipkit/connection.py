@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from types import TracebackType
 from typing import Any, Literal
 
 import nats
@@ -20,6 +19,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
+from shipkit._resource import Connectable
 from shipkit.config import KvBucketConfig, NatsConfig, ObjectStoreConfig, StreamConfig, _redact_url
 from shipkit.errors import (
     BucketNotFoundError,
@@ -50,7 +50,7 @@ def _tls_context(config: NatsConfig) -> ssl.SSLContext | None:
     return context
 
 
-class ConnectionManager:
+class ConnectionManager(Connectable):
     """Owns the NATS connection and its JetStream context; provisions streams and buckets.
 
     Use it as an async context manager, or call :meth:`connect` / :meth:`disconnect`::
@@ -167,14 +167,6 @@ class ConnectionManager:
             self._closing = False
 
     close = disconnect
-
-    async def __aenter__(self) -> ConnectionManager:
-        return await self.connect()
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.disconnect()
 
     # -- accessors -------------------------------------------------------------------------
 

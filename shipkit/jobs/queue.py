@@ -29,7 +29,6 @@ import socket
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
 import structlog
@@ -37,6 +36,7 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
 from shipkit._names import validate_subject, validate_token
+from shipkit._resource import Connectable
 from shipkit.config import NatsConfig, StorageType, StreamConfig
 from shipkit.connection import ConnectionManager, resolve_connection
 from shipkit.errors import (
@@ -78,7 +78,7 @@ def _instance_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-class JobQueue(Generic[P]):
+class JobQueue(Generic[P], Connectable):
     """Jobs on NATS: submit from anywhere, exactly one worker claims each.
 
     Args:
@@ -204,14 +204,6 @@ class JobQueue(Generic[P]):
         """Wait until this process's counter updates and events are confirmed by the server."""
         await self._counters.flush_all()
         await self._publisher.flush()
-
-    async def __aenter__(self) -> Self:
-        return await self.connect()
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     # -- submitting ------------------------------------------------------------------------
 

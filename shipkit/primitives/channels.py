@@ -23,7 +23,6 @@ numbers) and then reads exactly those messages, so it never scans the channel's 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 from typing import Any, Self
 
 import structlog
@@ -33,6 +32,7 @@ from pydantic import ValidationError
 
 from shipkit._json import dumps
 from shipkit._names import sanitize_consumer_name, validate_consumer_name, validate_subject
+from shipkit._resource import Connectable
 from shipkit.config import NatsConfig, StreamConfig
 from shipkit.connection import ConnectionManager, resolve_connection
 from shipkit.errors import ConfigurationError, InvalidNameError, SerializationError, translate_nats_errors
@@ -52,7 +52,7 @@ ChannelHandler = Callable[[ChannelMessage], Awaitable[None]]
 _nuid = NUID()
 
 
-class ChannelService:
+class ChannelService(Connectable):
     """Send to, subscribe to and read the history of channels as one agent.
 
     Args:
@@ -95,14 +95,6 @@ class ChannelService:
             await consumer.stop()
         if self._owns_connection:
             await self._conn.disconnect()
-
-    async def __aenter__(self) -> Self:
-        return await self.connect()
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     @staticmethod
     def subject_for(channel: str) -> str:

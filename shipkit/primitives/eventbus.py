@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Sequence
-from types import TracebackType
 from typing import Any, Self
 
 import structlog
 from pydantic import ValidationError
 
 from shipkit._names import validate_consumer_name, validate_subject
+from shipkit._resource import Connectable
 from shipkit.config import NatsConfig, StreamConfig
 from shipkit.connection import ConnectionManager, resolve_connection
 from shipkit.errors import (
@@ -71,7 +71,7 @@ log = structlog.get_logger(__name__)
 _MSG_ID_HEADER = "Nats-Msg-Id"
 
 
-class EventBus:
+class EventBus(Connectable):
     """Durable :class:`~shipkit.models.ShipEvent` publishing and consuming over JetStream.
 
     Args:
@@ -143,14 +143,6 @@ class EventBus:
         self._ready = False
         if self._owns_connection:
             await self._conn.disconnect()
-
-    async def __aenter__(self) -> Self:
-        return await self.connect()
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     # -- publishing ----------------------------------------------------------------------------
 

@@ -38,6 +38,7 @@ from nats.js.kv import KeyValue
 
 from shipkit import _json
 from shipkit._names import validate_bucket_name, validate_kv_key, validate_kv_key_pattern
+from shipkit._resource import Connectable
 from shipkit.config import KvBucketConfig, NatsConfig
 from shipkit.connection import ConnectionManager, resolve_connection
 from shipkit.errors import (
@@ -325,7 +326,7 @@ class KvWatch:
                 return entry
 
 
-class KvStore:
+class KvStore(Connectable):
     """A KV bucket holding JSON values (seed: ``KvStore``).
 
     ::
@@ -385,14 +386,6 @@ class KvStore:
         self._kv = self._js = None
         if self._owns_connection:
             await self.connection.disconnect()
-
-    async def __aenter__(self) -> Self:
-        return await self.connect()
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     def _handle(self) -> tuple[KeyValue, JetStreamContext]:
         kv, js = self._kv, self._js
@@ -625,7 +618,7 @@ class KvStore:
             attempt += 1
 
 
-class KvPrimitive:
+class KvPrimitive(Connectable):
     """Base of the primitives that keep their state in one KV bucket.
 
     Subclasses set :attr:`DEFAULT_BUCKET`; the underlying :class:`KvStore` is :attr:`store`.
@@ -659,11 +652,3 @@ class KvPrimitive:
     async def close(self) -> None:
         """Close the connection if owned."""
         await self.store.close()
-
-    async def __aenter__(self) -> Self:
-        return await self.connect()
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()

@@ -30,7 +30,6 @@ import os
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator
 from contextlib import aclosing, contextmanager
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any, Self
 
 import structlog
@@ -39,6 +38,7 @@ from nats.nuid import NUID
 
 from shipkit._json import dumps, loads
 from shipkit._names import validate_bucket_name, validate_object_name
+from shipkit._resource import Connectable
 from shipkit.config import NatsConfig, ObjectStoreConfig
 from shipkit.connection import ConnectionManager, resolve_connection
 from shipkit.errors import (
@@ -102,7 +102,7 @@ def hex_to_digest(sha256_hex: str) -> str:
     return _DIGEST_PREFIX + base64.urlsafe_b64encode(bytes.fromhex(sha256_hex)).decode()
 
 
-class ShipObjectStore:
+class ShipObjectStore(Connectable):
     """Bytes and files in a NATS object bucket, with SHA-256 checked on every read.
 
     ::
@@ -164,14 +164,6 @@ class ShipObjectStore:
         self._ready = False
         if self._owns_manager:
             await self._manager.disconnect()
-
-    async def __aenter__(self) -> Self:
-        return await self.connect()
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -554,7 +546,7 @@ async def _iter_file(file: IO[bytes], chunk_size: int) -> AsyncIterator[bytes]:
         yield chunk
 
 
-class ObjectPrimitive:
+class ObjectPrimitive(Connectable):
     """Base of the primitives that keep their data in one object bucket (snapshots, artifacts).
 
     Args:
@@ -579,11 +571,3 @@ class ObjectPrimitive:
     async def close(self) -> None:
         """Close the connection if owned."""
         await self._objects.close()
-
-    async def __aenter__(self) -> Self:
-        return await self.connect()
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()

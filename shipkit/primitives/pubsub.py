@@ -24,13 +24,13 @@ import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, ClassVar, Self
 
 import structlog
 from pydantic import ValidationError
 
 from shipkit._names import validate_subject, validate_token
+from shipkit._resource import Connectable
 from shipkit.config import NatsConfig
 from shipkit.connection import ConnectionManager, resolve_connection
 from shipkit.errors import ConfigurationError, SerializationError, translate_nats_errors
@@ -104,7 +104,7 @@ def _event(event_type: str, source: str, payload: Any, correlation_id: str | Non
         raise SerializationError(f"cannot build an Event of type {event_type!r}: {exc}") from exc
 
 
-class _CoreClient:
+class _CoreClient(Connectable):
     """Connection lifecycle shared by the pub/sub classes."""
 
     def __init__(self, connection: ConnectionManager | NatsConfig | str | None = None) -> None:
@@ -124,14 +124,6 @@ class _CoreClient:
         """Close the connection if this object created it; a shared one stays open."""
         if self._owns_connection:
             await self._conn.disconnect()
-
-    async def __aenter__(self) -> Self:
-        return await self.connect()
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
 
 class Publisher(_CoreClient):
