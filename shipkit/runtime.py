@@ -19,12 +19,13 @@ import time
 from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
 from shipkit._dispatch import Endpoint, error_reply
 from shipkit._json import loads
+from shipkit._resource import Connectable
 from shipkit.codec import Signature, encode_result
 from shipkit.config import KvBucketConfig, NatsConfig, ObjectStoreConfig
 from shipkit.connection import ConnectionManager, ProvisionMode, resolve_connection
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
     from shipkit.specs import MutationCallback
 
 __all__ = ["Counts", "Runtime", "RuntimeState"]
+
+StoreT = TypeVar("StoreT", bound=Connectable)
 
 log = structlog.get_logger("shipkit.runtime")
 
@@ -156,24 +159,14 @@ class Runtime:
         from shipkit.primitives.kv import KvStore
 
         config = bucket if isinstance(bucket, KvBucketConfig) else KvBucketConfig(bucket=bucket)
-        store = self._kv.get(config.bucket)
-        if store is None:
-            store = KvStore(config, self.connection)
-            await store.connect()
-            self._kv[config.bucket] = store
-        return store
+        return await _cached(self._kv, config.bucket, lambda: KvStore(config, self.connection))
 
     async def objects(self, bucket: str | ObjectStoreConfig) -> ShipObjectStore:
         """A :class:`ShipObjectStore` on the shared connection (bucket created if missing)."""
         from shipkit.primitives.objects import ShipObjectStore
 
         config = bucket if isinstance(bucket, ObjectStoreConfig) else ObjectStoreConfig(bucket=bucket)
-        store = self._objects.get(config.bucket)
-        if store is None:
-            store = ShipObjectStore(config, self.connection)
-            await store.connect()
-            self._objects[config.bucket] = store
-        return store
+        return await _cached(self._objects, config.bucket, lambda: ShipObjectStore(config, self.connection))
 
     # -- start ------------------------------------------------------------------------------------
 
@@ -525,3 +518,11 @@ def _jsonable(result: Any) -> Any:
 
 async def _as_coroutine(awaitable: Any) -> Any:
     return await awaitable
+
+
+async def _cached(cache: dict[str, StoreT], name: str, make: Callable[[], StoreT]) -> StoreT:
+    """The connected store ``name`` from ``cache``, made and connected on first use."""
+    store = cache.get(name)
+    if store is None:
+        store = cache[name] = await make().connect()
+    return store
