@@ -171,7 +171,7 @@ async def _start_responder(variant: str, url: str, counter: Counter) -> Callable
     subject = RR_SUBJECTS[variant]
     if variant == "shipkit":
         from shipkit import Service
-        from shipkit.runtime import Runtime
+        from shipkit.service.runtime import Runtime
 
         service = Service("bench", prefix=subject.rsplit(".", 1)[0])
 
@@ -327,7 +327,7 @@ def subscriber_main(conn: Any, variant: str, url: str, warmup: int, count: int) 
         counter.done = asyncio.Event()
         if variant == "shipkit":
             from shipkit import Service
-            from shipkit.runtime import Runtime
+            from shipkit.service.runtime import Runtime
 
             service = Service("benchsub")
 
@@ -430,7 +430,7 @@ def consumer_main(conn: Any, variant: str, url: str, durable: str, warmup: int, 
         counter.done = asyncio.Event()
         if variant == "shipkit":
             from shipkit import Service
-            from shipkit.runtime import Runtime
+            from shipkit.service.runtime import Runtime
 
             service = Service("benchev")
 
@@ -551,7 +551,7 @@ async def _dispatch_costs(repeats: int, count: int) -> list[list[str]]:
     from nats.aio.msg import Msg
 
     from shipkit import Service
-    from shipkit.runtime import Runtime
+    from shipkit.service.runtime import Runtime
 
     stub = _StubClient()
     service = Service("bench", prefix="bench.sk")

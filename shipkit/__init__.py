@@ -4,11 +4,9 @@ Write plain async functions, decorate them on a :class:`Service`, run ``shipkit 
 The primitives underneath (:mod:`shipkit.primitives`) stay usable on their own.
 """
 
-from shipkit.app import Service
-from shipkit.client import Client
+from shipkit._version import __version__
 from shipkit.config import KvBucketConfig, NatsConfig, ObjectStoreConfig, StreamConfig
 from shipkit.connection import ConnectionManager
-from shipkit.context import Context
 from shipkit.errors import (
     BucketNotFoundError,
     ChecksumMismatchError,
@@ -31,11 +29,8 @@ from shipkit.errors import (
 )
 from shipkit.models import BeingState, BeingStatus, ChannelMessage, ErrorResponse, Event, ObjectMeta, ShipEvent
 from shipkit.primitives.kv import KvEntry
-from shipkit.runner import run, serve
-from shipkit.runtime import Runtime
 from shipkit.server import NatsServer
-
-__version__ = "0.1.0"
+from shipkit.service import Client, Context, NatsServiceBuilder, Runtime, Service, ServiceArgs, run, serve
 
 __all__ = [
     "BeingState",
@@ -57,6 +52,7 @@ __all__ = [
     "NatsConfig",
     "NatsConnectionError",
     "NatsServer",
+    "NatsServiceBuilder",
     "NatsTimeoutError",
     "NotConnectedError",
     "ObjectMeta",
@@ -68,6 +64,7 @@ __all__ = [
     "Runtime",
     "SerializationError",
     "Service",
+    "ServiceArgs",
     "ServiceError",
     "ShipEvent",
     "ShipkitError",

@@ -19,7 +19,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from shipkit._resource import Connectable
+from shipkit._connectable import Connectable
 from shipkit.config import KvBucketConfig, NatsConfig, ObjectStoreConfig, StreamConfig, _redact_url
 from shipkit.errors import (
     BucketNotFoundError,

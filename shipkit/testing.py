@@ -11,7 +11,7 @@ Fixtures (all prefixed ``shipkit_``):
 - ``shipkit_nats_url``: that server's URL.
 - ``shipkit_config``: a :class:`~shipkit.config.NatsConfig` for it.
 - ``shipkit_connection``: a connected :class:`~shipkit.connection.ConnectionManager`.
-- ``shipkit_client``: a :class:`~shipkit.client.Client` on that connection.
+- ``shipkit_client``: a :class:`~shipkit.service.client.Client` on that connection.
 - ``shipkit_raw_client``: a plain nats-py client on the same server, to play another agent (a
   noesis-ship peer, a NATS CLI user) or to read raw bytes in interop tests.
 
@@ -35,12 +35,12 @@ import pytest
 import pytest_asyncio
 from nats.aio.client import Client as NatsClient
 
-from shipkit.app import Service
-from shipkit.client import Client
 from shipkit.config import NatsConfig
 from shipkit.connection import ConnectionManager, ProvisionMode
-from shipkit.runtime import Runtime
 from shipkit.server import NatsServer
+from shipkit.service.app import Service
+from shipkit.service.client import Client
+from shipkit.service.runtime import Runtime
 
 __all__ = [
     "run_service",

@@ -5,7 +5,7 @@
 
 What it shows: a typed payload, ``job.progress``, a failing attempt retried with backoff, a
 delayed job, an idempotent submit, results, ``counts()``, and a graceful stop. While it runs,
-``shipkit jobs ls --nats-url <url>`` (or ``python -m shipkit.jobs.cli``) shows the same jobs
+``shipkit jobs ls --nats-url <url>`` (or ``python -m shipkit.cli.jobs``) shows the same jobs
 from another terminal.
 """
 

@@ -20,11 +20,11 @@ import structlog
 from nats.aio.msg import Msg
 from nats.js import api
 
+from shipkit import _jetstream as _js
 from shipkit._json import loads
 from shipkit.config import StorageType
 from shipkit.connection import ConnectionManager
 from shipkit.errors import JetStreamError, NatsTimeoutError, SerializationError, translate_nats_errors
-from shipkit.jobs import _js
 from shipkit.jobs._layout import QueueLayout
 from shipkit.jobs._publisher import Publisher
 from shipkit.jobs.models import Job

@@ -15,8 +15,8 @@ from typing import Any
 from pydantic import TypeAdapter
 from pydantic_core import PydanticSerializationError
 
+from shipkit import _jetstream as _js
 from shipkit.errors import SerializationError
-from shipkit.jobs import _js
 from shipkit.jobs._publisher import Publisher
 from shipkit.jobs._store import Counters
 from shipkit.jobs.models import Job

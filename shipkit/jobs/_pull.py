@@ -18,9 +18,9 @@ import structlog
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from shipkit import _jetstream as _js
 from shipkit.connection import ConnectionManager
 from shipkit.errors import ShipkitError, translate_nats_errors
-from shipkit.jobs import _js
 
 log = structlog.get_logger(__name__)
 

@@ -17,10 +17,10 @@ from collections.abc import AsyncIterator
 import structlog
 from nats.js import api
 
+from shipkit import _jetstream as _js
 from shipkit.config import KvBucketConfig, StorageType
 from shipkit.connection import ConnectionManager
 from shipkit.errors import RevisionConflictError, SerializationError, translate_nats_errors
-from shipkit.jobs import _js
 from shipkit.jobs._ids import format_id, idempotency_digest
 from shipkit.jobs._layout import QueueLayout
 from shipkit.jobs._publisher import Publisher

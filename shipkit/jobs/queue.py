@@ -35,8 +35,8 @@ import structlog
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
+from shipkit._connectable import Connectable
 from shipkit._names import validate_subject, validate_token
-from shipkit._resource import Connectable
 from shipkit.config import NatsConfig, StorageType, StreamConfig
 from shipkit.connection import ConnectionManager, resolve_connection
 from shipkit.errors import (

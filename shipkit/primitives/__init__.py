@@ -8,9 +8,10 @@ EventBus            JetStream            :mod:`shipkit.primitives.eventbus` (loo
 ChannelService      JetStream            :mod:`shipkit.primitives.channels`
 KvStore & co.       NATS KV              :mod:`shipkit.primitives.kv`, ``beings``, ``ship_config``, ``health``
 ShipObjectStore     NATS object store    :mod:`shipkit.primitives.objects`, ``snapshots``, ``artifacts``
-NatsServiceBuilder  core NATS            :mod:`shipkit.primitives.service_builder`
-JobQueue            JetStream + KV       :mod:`shipkit.jobs`
 ==================  ===================  ==============================================
+
+They import nothing above them. Built on them: the request-reply builder of the seed,
+:class:`shipkit.NatsServiceBuilder` (:mod:`shipkit.service.builder`), and durable jobs (:mod:`shipkit.jobs`).
 """
 
 from shipkit.primitives.artifacts import ArtifactStore
@@ -22,7 +23,6 @@ from shipkit.primitives.health import HealthMetrics
 from shipkit.primitives.kv import KvEntry, KvStore, KvWatch
 from shipkit.primitives.objects import ShipObjectStore
 from shipkit.primitives.pubsub import EventType, Publisher, PubSub, Subscriber
-from shipkit.primitives.service_builder import NatsServiceBuilder, ServiceArgs
 from shipkit.primitives.ship_config import ShipConfig
 from shipkit.primitives.snapshots import BeingSnapshots
 
@@ -38,10 +38,8 @@ __all__ = [
     "KvEntry",
     "KvStore",
     "KvWatch",
-    "NatsServiceBuilder",
     "PubSub",
     "Publisher",
-    "ServiceArgs",
     "ShipConfig",
     "ShipObjectStore",
     "Subscriber",

@@ -30,9 +30,9 @@ from nats.js import api
 from nats.nuid import NUID
 from pydantic import ValidationError
 
+from shipkit._connectable import Connectable
 from shipkit._json import dumps
 from shipkit._names import sanitize_consumer_name, validate_consumer_name, validate_subject
-from shipkit._resource import Connectable
 from shipkit.config import NatsConfig, StreamConfig
 from shipkit.connection import ConnectionManager, resolve_connection
 from shipkit.errors import ConfigurationError, InvalidNameError, SerializationError, translate_nats_errors

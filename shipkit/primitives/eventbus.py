@@ -33,8 +33,8 @@ from typing import Any, Self
 import structlog
 from pydantic import ValidationError
 
+from shipkit._connectable import Connectable
 from shipkit._names import validate_consumer_name, validate_subject
-from shipkit._resource import Connectable
 from shipkit.config import NatsConfig, StreamConfig
 from shipkit.connection import ConnectionManager, resolve_connection
 from shipkit.errors import (

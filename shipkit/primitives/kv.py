@@ -37,8 +37,8 @@ from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
 from shipkit import _json
+from shipkit._connectable import Connectable
 from shipkit._names import validate_bucket_name, validate_kv_key, validate_kv_key_pattern
-from shipkit._resource import Connectable
 from shipkit.config import KvBucketConfig, NatsConfig
 from shipkit.connection import ConnectionManager, resolve_connection
 from shipkit.errors import (

@@ -36,9 +36,9 @@ import structlog
 from nats.js import JetStreamContext, api
 from nats.nuid import NUID
 
+from shipkit._connectable import Connectable
 from shipkit._json import dumps, loads
 from shipkit._names import validate_bucket_name, validate_object_name
-from shipkit._resource import Connectable
 from shipkit.config import NatsConfig, ObjectStoreConfig
 from shipkit.connection import ConnectionManager, resolve_connection
 from shipkit.errors import (

@@ -29,8 +29,8 @@ from typing import Any, ClassVar, Self
 import structlog
 from pydantic import ValidationError
 
+from shipkit._connectable import Connectable
 from shipkit._names import validate_subject, validate_token
-from shipkit._resource import Connectable
 from shipkit.config import NatsConfig
 from shipkit.connection import ConnectionManager, resolve_connection
 from shipkit.errors import ConfigurationError, SerializationError, translate_nats_errors

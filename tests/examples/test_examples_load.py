@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from shipkit.importer import load_service
+from shipkit.service.importer import load_service
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

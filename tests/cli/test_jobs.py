@@ -10,8 +10,8 @@ import pytest
 import structlog
 from click.testing import CliRunner, Result
 
+from shipkit.cli.jobs import jobs
 from shipkit.jobs import JobQueue
-from shipkit.jobs.cli import jobs
 
 
 @pytest.fixture(autouse=True)

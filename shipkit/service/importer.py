@@ -1,4 +1,4 @@
-"""Find the :class:`~shipkit.app.Service` a ``MODULE[:ATTR]`` string names, with errors that say how to fix it."""
+"""Find the :class:`~shipkit.service.app.Service` a ``MODULE[:ATTR]`` string names; errors say how to fix it."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shipkit.app import Service
 from shipkit.errors import ConfigurationError
+from shipkit.service.app import Service
 
 __all__ = ["ImportFromStringError", "load_service"]
 

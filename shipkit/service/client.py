@@ -6,14 +6,14 @@ from typing import Any, TypeVar, overload
 
 from pydantic import TypeAdapter, ValidationError
 
-from shipkit._dispatch import ERROR_CODE_HEADER, ERROR_HEADER
+from shipkit._connectable import Connectable
 from shipkit._json import loads
-from shipkit._resource import Connectable
-from shipkit.codec import encode_result
 from shipkit.config import NatsConfig
 from shipkit.connection import ConnectionManager, resolve_connection
-from shipkit.context import CORRELATION_HEADER
 from shipkit.errors import NatsTimeoutError, SerializationError, ServiceError
+from shipkit.service.codec import encode_result
+from shipkit.service.context import CORRELATION_HEADER
+from shipkit.service.endpoint import ERROR_CODE_HEADER, ERROR_HEADER
 
 __all__ = ["Client"]
 

@@ -1,6 +1,6 @@
 """NATS service discovery (ADR-32, ``nats micro ls|info|stats|ping``) for a running service.
 
-Each running :class:`~shipkit.app.Service` instance answers, without a queue group, on
+Each running :class:`~shipkit.service.app.Service` instance answers, without a queue group, on
 ``$SRV.{PING,INFO,STATS}``, ``$SRV.{VERB}.{name}`` and ``$SRV.{VERB}.{name}.{id}`` with the
 ``io.nats.micro.v1.*_response`` JSON shapes; its request handlers are the endpoints and the
 counters are the live ones the dispatcher keeps.
@@ -21,8 +21,8 @@ if TYPE_CHECKING:
     from nats.aio.msg import Msg
     from nats.aio.subscription import Subscription
 
-    from shipkit._dispatch import Endpoint
-    from shipkit.app import Service
+    from shipkit.service.app import Service
+    from shipkit.service.endpoint import Endpoint
 
 __all__ = ["INFO_TYPE", "PING_TYPE", "STATS_TYPE", "Discovery", "new_instance_id"]
 

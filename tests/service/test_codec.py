@@ -8,8 +8,8 @@ import pytest
 from pydantic import BaseModel, ValidationError
 from typing_extensions import TypedDict
 
-from shipkit.codec import encode_result, inspect_handler
-from shipkit.context import Context
+from shipkit.service.codec import encode_result, inspect_handler
+from shipkit.service.context import Context
 
 
 class Item(BaseModel):

@@ -1,6 +1,6 @@
 """The seed's request-reply builder, :class:`NatsServiceBuilder`, and its CLI args, :class:`ServiceArgs`.
 
-A thin facade over :class:`~shipkit.app.Service` with noesis-ship's byte-level behaviour (wire
+A thin facade over :class:`~shipkit.service.app.Service` with noesis-ship's byte-level behaviour (wire
 contract §3): subscribe ``{prefix}.>``, named handler -> default handler (full subject) ->
 ``{"error":"UNKNOWN_COMMAND: <cmd>","code":404}``; the reply is the handler's bytes unchanged;
 mutation events go to ``{event_prefix}.{event_type}`` as a ``ShipEvent`` through JetStream when an
@@ -32,11 +32,11 @@ from typing import Any, Self
 import click
 
 from shipkit._names import validate_subject
-from shipkit.app import Service
 from shipkit.config import DEFAULT_NATS_URL, StreamConfig
 from shipkit.errors import ConfigurationError
 from shipkit.models import ErrorResponse
-from shipkit.runtime import Counts
+from shipkit.service.app import Service
+from shipkit.service.runtime import Counts
 
 __all__ = ["BytesHandler", "DefaultHandler", "NatsServiceBuilder", "ServiceArgs"]
 
@@ -134,8 +134,8 @@ class NatsServiceBuilder:
         return ErrorResponse(error=f"UNKNOWN_COMMAND: {command}", code=404).to_json()
 
     async def run(self, **options: Any) -> Counts:
-        """Connect and serve until SIGINT/SIGTERM; see :func:`shipkit.runner.serve` for options."""
-        from shipkit.runner import serve
+        """Connect and serve until SIGINT/SIGTERM; see :func:`shipkit.service.runner.serve` for options."""
+        from shipkit.service.runner import serve
 
         return await serve(self.build(), nats_url=self._url, **options)
 

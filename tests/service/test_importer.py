@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from shipkit import Service
-from shipkit.importer import ImportFromStringError, load_service
+from shipkit.service.importer import ImportFromStringError, load_service
 
 WriteModule = Callable[[str, str], Path]
 

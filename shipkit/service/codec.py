@@ -1,7 +1,7 @@
 """How a handler's signature decides decoding and encoding, built once per handler.
 
 A handler takes at most one *payload* parameter and optionally a *context* parameter (annotated
-:class:`~shipkit.context.Context`, or named ``ctx``). The payload annotation decides decoding:
+:class:`~shipkit.service.context.Context`, or named ``ctx``). The payload annotation decides decoding:
 
 - ``bytes`` -> the raw body; ``str`` -> the body as UTF-8 text;
 - anything else (a pydantic model, ``dict``, ``list[int]``, a ``TypedDict``, no annotation = ``Any``)

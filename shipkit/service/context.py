@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from shipkit.models import ShipEvent
     from shipkit.primitives.kv import KvStore
     from shipkit.primitives.objects import ShipObjectStore
-    from shipkit.runtime import Runtime
+    from shipkit.service.runtime import Runtime
 
 __all__ = ["CORRELATION_HEADER", "Context"]
 

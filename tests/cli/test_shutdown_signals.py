@@ -15,7 +15,7 @@ from apps.cli_process import ShipkitProcess
 from nats.aio.msg import Msg
 
 from shipkit import Client, ConnectionManager, Runtime, Service, ServiceError
-from shipkit.runner import capture_signals
+from shipkit.service.runner import capture_signals
 
 Spawn = Callable[..., Awaitable[ShipkitProcess]]
 PROBE = "clitest.probe"

@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from pydantic import ValidationError
 
-from shipkit.context import Context
 from shipkit.errors import SerializationError
 from shipkit.models import ChannelMessage, ShipEvent
+from shipkit.service.context import Context
 
 if TYPE_CHECKING:
     from shipkit.primitives.kv import KvEntry, KvWatch
-    from shipkit.runtime import Counts, Runtime
-    from shipkit.specs import ChannelSpec, EventSpec, KvWatchSpec
+    from shipkit.service.runtime import Counts, Runtime
+    from shipkit.service.specs import ChannelSpec, EventSpec, KvWatchSpec
 
 __all__ = ["Stopper", "start_channel_handlers", "start_event_consumers", "start_job_workers", "start_kv_watches"]
 
@@ -206,7 +206,7 @@ async def start_job_workers(runtime: Runtime) -> list[Stopper]:
     background publishers must outlive the workers.
     """
     from shipkit.jobs import JobQueue, JobWorker
-    from shipkit.runtime import Counts
+    from shipkit.service.runtime import Counts
 
     queue: JobQueue[Any] = JobQueue(runtime.connection, name=runtime.service.job_queue)
     await queue.connect()

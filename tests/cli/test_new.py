@@ -11,8 +11,8 @@ import pytest
 from apps.cli_process import SHIPKIT_CLI, child_env, run_cli
 from click.testing import CliRunner
 
-from shipkit._cli_app import new_command
-from shipkit.scaffold import (
+from shipkit.cli.new import new_command
+from shipkit.cli.scaffold import (
     FilesExistError,
     ScaffoldError,
     available_templates,
@@ -181,7 +181,7 @@ def test_new_through_the_real_command_line(tmp_path: Path) -> None:
 def test_installed_wheel_ships_working_templates(tmp_path: Path) -> None:
     """From the built wheel (templates under shipkit/_templates), `shipkit new` works and its project's tests pass."""
     pytest.importorskip("hatchling", reason="building the wheel offline needs hatchling in the environment")
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     wheel_dir, site = tmp_path / "wheel", tmp_path / "site"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", wheel_dir, repo],
@@ -196,7 +196,7 @@ def test_installed_wheel_ships_working_templates(tmp_path: Path) -> None:
     project = tmp_path / "project"
     project.mkdir()
     located = subprocess.run(
-        [sys.executable, "-c", "import shipkit.scaffold as s; print(s.templates_dir())"],
+        [sys.executable, "-c", "import shipkit.cli.scaffold as s; print(s.templates_dir())"],
         cwd=project,
         env=env,
         capture_output=True,

@@ -1,7 +1,7 @@
-"""``shipkit run``, ``shipkit inspect`` and ``shipkit new``: click commands registered on ``shipkit.cli.main``.
+"""``shipkit run`` and ``shipkit inspect``: run a service, or describe what it will use.
 
 Each command parses and converts its options, then calls one library function
-(:func:`shipkit.runner.run`, :meth:`shipkit.Service.describe`, :func:`shipkit.scaffold.create_project`),
+(:func:`shipkit.service.runner.run`, :meth:`shipkit.Service.describe`, :func:`shipkit.cli.scaffold.create_project`),
 so a script and the CLI behave the same. Exit codes:
 
 - ``0``: clean exit (for ``run``: after a graceful shutdown);
@@ -14,66 +14,30 @@ from __future__ import annotations
 
 import json
 import sys
-import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 
-from shipkit.errors import ShipkitError
+from shipkit.cli._common import app_dir_option, load_service_or_exit, startup_failure, target_argument
 
 if TYPE_CHECKING:
-    from shipkit.app import Service
     from shipkit.logging import LogFormat
 
-__all__ = ["EXIT_STARTUP_FAILURE", "EXIT_USAGE", "inspect_command", "new_command", "run_command"]
+__all__ = ["inspect_command", "run_command"]
 
-EXIT_USAGE = 2
-EXIT_STARTUP_FAILURE = 3
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
-def _startup_failure(exc: BaseException, *, show_traceback: bool) -> NoReturn:
-    """One clear line on stderr (plus the traceback when asked for, or for a non-shipkit error), exit 3."""
-    from shipkit.importer import ImportFromStringError
-
-    if show_traceback or not isinstance(exc, ShipkitError):
-        traceback.print_exception(exc, file=sys.stderr)
-    message = str(exc) if isinstance(exc, ShipkitError) else f"{type(exc).__name__}: {exc}"
-    cause = exc.__cause__
-    if isinstance(exc, ImportFromStringError) and cause and not isinstance(cause, ImportError) and not show_traceback:
-        message += " [--log-level debug shows the traceback]"
-    click.echo(f"Error: {message}", err=True)
-    sys.exit(EXIT_STARTUP_FAILURE)
-
-
-def _load(target: str, app_dir: Path | None, *, show_traceback: bool) -> Service:
-    from shipkit.importer import load_service
-
-    try:
-        return load_service(target, app_dir=app_dir)
-    except ShipkitError as exc:
-        _startup_failure(exc, show_traceback=show_traceback)
-
-
-_target_argument = click.argument("target", metavar="MODULE[:ATTR]")
-_app_dir_option = click.option(
-    "--app-dir",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
-    help="Directory put first on sys.path to import MODULE from.  [default: the current directory]",
-)
-
-
 @click.command("run")
-@_target_argument
+@target_argument
 @click.option(
     "--nats-url",
     metavar="URL",
     default=None,
     help="NATS server URL(s), comma-separated.  [default: $SHIPKIT_NATS_URL, $NATS_URL or nats://localhost:4222]",
 )
-@_app_dir_option
+@app_dir_option
 @click.option("--log-level", type=click.Choice(_LOG_LEVELS, case_sensitive=False), default="info", show_default=True)
 @click.option(
     "--log-format",
@@ -126,12 +90,12 @@ def run_command(
       shipkit run app:create_service --verify --graceful-timeout 10
     """
     from shipkit.logging import configure_logging
-    from shipkit.runner import run
+    from shipkit.service.runner import run
 
     level = log_level.lower()
     debug = level == "debug"
     configure_logging(level, cast("LogFormat", log_format))  # click.Choice allows only those values
-    service = _load(target, app_dir, show_traceback=debug)
+    service = load_service_or_exit(target, app_dir, show_traceback=debug)
     try:
         run(
             service,
@@ -145,12 +109,12 @@ def run_command(
         sys.exit(130)
     except Exception as exc:
         # The runtime turns every failure after start into log lines, so what gets here failed to start.
-        _startup_failure(exc, show_traceback=debug)
+        startup_failure(exc, show_traceback=debug)
 
 
 @click.command("inspect")
-@_target_argument
-@_app_dir_option
+@target_argument
+@app_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print the description as JSON (for scripts).")
 def inspect_command(target: str, app_dir: Path | None, as_json: bool) -> None:
     """Show what the service MODULE[:ATTR] will use: subjects, consumers, streams and buckets.
@@ -165,7 +129,7 @@ def inspect_command(target: str, app_dir: Path | None, as_json: bool) -> None:
     from shipkit.logging import configure_logging
 
     configure_logging("warning", "console")  # log lines of the imported module go to stderr, not the output
-    description = _load(target, app_dir, show_traceback=False).describe()
+    description = load_service_or_exit(target, app_dir, show_traceback=False).describe()
     if as_json:
         click.echo(json.dumps(description, indent=2))
     else:
@@ -208,53 +172,3 @@ def _describe_lines(d: dict[str, Any]) -> list[str]:
     lines.append(f"streams: {', '.join(d['streams']) or 'none'}")
     lines.append(f"buckets: {', '.join(d['buckets']) or 'none'}")
     return lines
-
-
-@click.command("new")
-@click.argument("name")
-@click.option(
-    "--template",
-    type=click.Choice(["service", "agent", "worker"]),
-    default="service",
-    show_default=True,
-    help="service: request-reply with a model and a mutation event; agent: being registry and ship_config "
-    "watch; worker: a job worker.",
-)
-@click.option(
-    "--directory",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Where to create the project.  [default: ./NAME]",
-)
-def new_command(name: str, template: str, directory: Path | None) -> None:
-    """Create a project NAME from a template, with tests that pass out of the box.
-
-    Existing files are never overwritten: if any would be, nothing is written.
-
-    \b
-    Examples:
-      shipkit new demo
-      shipkit new scout --template agent
-      shipkit new thumbnails --template worker --directory services/thumbnails
-    """
-    from shipkit.scaffold import ScaffoldError, create_project, project_context
-
-    target = directory if directory is not None else Path(name)
-    try:
-        written = create_project(name, template=template, directory=target)
-        package = project_context(name)["package"]
-    except ScaffoldError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
-    for path in written:
-        click.echo(f"  created {path}")
-    steps = [
-        (f"cd {target}", ""),
-        ("pytest", "the generated tests, each against its own embedded server"),
-        (f"shipkit run {package}.service", "starts a local server if none is running"),
-        (f"shipkit inspect {package}.service", "what it subscribes to and provisions"),
-    ]
-    width = max(len(command) for command, _ in steps)
-    click.echo("\nNext steps:")
-    for command, comment in steps:
-        click.echo(f"  {command:<{width}}  # {comment}" if comment else f"  {command}")

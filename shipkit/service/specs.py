@@ -1,4 +1,4 @@
-"""Frozen, validated records of what a :class:`~shipkit.app.Service` declares.
+"""Frozen, validated records of what a :class:`~shipkit.service.app.Service` declares.
 
 Decorators are sugar over ``Service.add_*`` methods, which build these specs at import time;
 the runtime only reads them. Tests can build specs directly, without decorators.
@@ -10,8 +10,8 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from shipkit.codec import Signature
 from shipkit.config import KvBucketConfig, StreamConfig
+from shipkit.service.codec import Signature
 
 __all__ = [
     "QUEUE_GROUP_DEFAULT",
@@ -40,7 +40,7 @@ class HandlerSpec:
     Attributes:
         name: the command (may contain dots: ``item.create``).
         func: the async handler.
-        signature: how to call it (see :mod:`shipkit.codec`).
+        signature: how to call it (see :mod:`shipkit.service.codec`).
         subject: the full subject it answers on.
         queue: queue group (``None`` = every instance answers).
         max_concurrency: handlers of this kind running at once in this process.

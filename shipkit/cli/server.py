@@ -1,11 +1,4 @@
-"""The ``shipkit`` command line: a thin skin that parses options and calls the library.
-
-This module holds the :func:`main` group and ``shipkit server``; other commands are defined
-next to what they drive and registered with ``main.add_command(...)``.
-
-Exit codes: 0 clean stop, 1 the server died while running, 2 usage error (click), 3 startup
-failure.
-"""
+"""``shipkit server``: a development nats-server with JetStream in the foreground."""
 
 from __future__ import annotations
 
@@ -18,22 +11,14 @@ from types import FrameType
 
 import click
 
+from shipkit.cli._common import EXIT_SERVER_DIED, EXIT_STARTUP_FAILURE
 from shipkit.errors import ShipkitError
 from shipkit.server import NatsServer
 
-__all__ = ["EXIT_SERVER_DIED", "EXIT_STARTUP_FAILURE", "main"]
-
-EXIT_SERVER_DIED = 1
-EXIT_STARTUP_FAILURE = 3
+__all__ = ["server_command"]
 
 # How often the foreground loop checks that the server process is still alive.
 _LIVENESS_POLL_S = 0.2
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="shipkit", prog_name="shipkit")
-def main() -> None:
-    """shipkit: declarative agent services over NATS."""
 
 
 @contextmanager
@@ -51,7 +36,7 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-@main.command("server")
+@click.command("server")
 @click.option(
     "--port",
     type=click.IntRange(0, 65535),
@@ -97,19 +82,3 @@ def server_command(port: int, host: str, store_dir: Path, binary: Path | None) -
         finally:
             nats_server.stop()
     click.echo("nats-server stopped.")
-
-
-def _register_commands() -> None:
-    # Each command lives next to what it drives (shipkit/_cli_app.py, shipkit/jobs/cli.py).
-    from shipkit._cli_app import inspect_command, new_command, run_command
-    from shipkit.jobs.cli import jobs
-
-    for command in (run_command, inspect_command, new_command, jobs):
-        main.add_command(command)
-
-
-_register_commands()
-
-
-if __name__ == "__main__":  # pragma: no cover - `python -m shipkit.cli`
-    main()

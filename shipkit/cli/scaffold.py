@@ -90,7 +90,7 @@ def templates_dir() -> Path:
     Raises:
         ScaffoldError: neither exists (a broken installation).
     """
-    package_dir = Path(__file__).resolve().parent
+    package_dir = Path(__file__).resolve().parent.parent  # shipkit/, from shipkit/cli/scaffold.py
     for candidate in (package_dir / "_templates", package_dir.parent / "templates"):
         if candidate.is_dir():
             return candidate
@@ -142,7 +142,7 @@ def project_context(name: str) -> dict[str, str]:
         raise ScaffoldError(
             f"project name {name!r} would make a package {package!r} that shadows another; pick another"
         )
-    from shipkit import __version__
+    from shipkit._version import __version__
 
     return {
         "name": name,

@@ -9,7 +9,7 @@ from pathlib import Path
 import nats
 import pytest
 
-import shipkit.runner as runner
+import shipkit.service.runner as runner
 from shipkit import Service
 
 

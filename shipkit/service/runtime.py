@@ -1,6 +1,6 @@
-"""Runs a :class:`~shipkit.app.Service`: connect, provision, subscribe, dispatch, shut down in order.
+"""Runs a :class:`~shipkit.service.app.Service`: connect, provision, subscribe, dispatch, shut down in order.
 
-Shutdown is a small ordered state machine (signal capture lives in :mod:`shipkit.runner`)::
+Shutdown is a small ordered state machine (signal capture lives in :mod:`shipkit.service.runner`)::
 
     stop intake (discovery, subscriptions, consumers, watches, job claiming)
     -> in-flight work finishes within graceful_timeout_s (force skips the wait)
@@ -23,33 +23,33 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
-from shipkit._dispatch import Endpoint, error_reply
+from shipkit._connectable import Connectable
 from shipkit._json import loads
-from shipkit._resource import Connectable
-from shipkit.codec import Signature, encode_result
 from shipkit.config import KvBucketConfig, NatsConfig, ObjectStoreConfig
 from shipkit.connection import ConnectionManager, ProvisionMode, resolve_connection
-from shipkit.context import CORRELATION_HEADER, Context
-from shipkit.discovery import Discovery, new_instance_id
 from shipkit.errors import ConfigurationError, SerializationError
 from shipkit.models import ShipEvent
+from shipkit.service.codec import Signature, encode_result
+from shipkit.service.context import CORRELATION_HEADER, Context
+from shipkit.service.discovery import Discovery, new_instance_id
+from shipkit.service.endpoint import Endpoint, error_reply
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
     from nats.aio.msg import Msg
     from nats.aio.subscription import Subscription
 
-    from shipkit.app import Service
     from shipkit.primitives.eventbus import EventBus
     from shipkit.primitives.kv import KvStore
     from shipkit.primitives.objects import ShipObjectStore
-    from shipkit.specs import MutationCallback
+    from shipkit.service.app import Service
+    from shipkit.service.specs import MutationCallback
 
 __all__ = ["Counts", "Runtime", "RuntimeState"]
 
 StoreT = TypeVar("StoreT", bound=Connectable)
 
-log = structlog.get_logger("shipkit.runtime")
+log = structlog.get_logger("shipkit.service.runtime")
 
 
 class RuntimeState(enum.Enum):
@@ -327,7 +327,7 @@ class Runtime:
 
     async def _start_consumers(self) -> None:
         """Durable events, KV watches, channels, then job workers: each returns its stoppers."""
-        from shipkit import _consumers
+        from shipkit.service import consumers as _consumers
 
         service = self.service
         for declared, start in (

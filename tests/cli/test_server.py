@@ -18,7 +18,8 @@ import nats
 import pytest
 from click.testing import CliRunner
 
-from shipkit.cli import EXIT_STARTUP_FAILURE, _stop_on_signals, main
+from shipkit.cli import EXIT_STARTUP_FAILURE, main
+from shipkit.cli.server import _stop_on_signals
 
 URL_RE = re.compile(rb"listening on (nats://127\.0\.0\.1:\d+)")
 

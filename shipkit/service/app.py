@@ -1,7 +1,7 @@
 """The declarative app object: :class:`Service`.
 
-A service is a registry of frozen specs (see :mod:`shipkit.specs`) built by decorators at import
-time; :class:`~shipkit.runtime.Runtime` reads it and does the work::
+A service is a registry of frozen specs (see :mod:`shipkit.service.specs`) built by decorators at import
+time; :class:`~shipkit.service.runtime.Runtime` reads it and does the work::
 
     service = Service("kanban", version="1.0.0")
 
@@ -26,12 +26,12 @@ from shipkit._names import (
     validate_subject,
     validate_token,
 )
-from shipkit.codec import inspect_handler
 from shipkit.config import KvBucketConfig, StreamConfig
-from shipkit.context import Context
 from shipkit.errors import ConfigurationError
 from shipkit.models import ChannelMessage, Event, ShipEvent
-from shipkit.specs import (
+from shipkit.service.codec import inspect_handler
+from shipkit.service.context import Context
+from shipkit.service.specs import (
     QUEUE_GROUP_DEFAULT,
     ChannelSpec,
     DefaultHandlerSpec,
@@ -489,8 +489,8 @@ class Service:
     # -- running ---------------------------------------------------------------------------------
 
     def run(self, nats_url: str | None = None, **options: Any) -> None:
-        """Run until SIGINT/SIGTERM (blocking); see :func:`shipkit.runner.run` for options."""
-        from shipkit.runner import run
+        """Run until SIGINT/SIGTERM (blocking); see :func:`shipkit.service.runner.run` for options."""
+        from shipkit.service.runner import run
 
         run(self, nats_url=nats_url, **options)
 

@@ -11,7 +11,7 @@ import nats
 import pytest
 
 from shipkit import ConnectionManager, StreamConfig
-from shipkit.primitives.service_builder import NatsServiceBuilder, ServiceArgs
+from shipkit.service.builder import NatsServiceBuilder, ServiceArgs
 from shipkit.testing import run_service
 
 

@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from pydantic import ValidationError
 
-from shipkit.codec import Signature, encode_result
 from shipkit.errors import PayloadTooLargeError, ServiceError, translate_nats_error
 from shipkit.models import ErrorResponse
+from shipkit.service.codec import Signature, encode_result
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
 
-    from shipkit.runtime import Runtime
+    from shipkit.service.runtime import Runtime
 
 __all__ = [
     "ERROR_CODE_HEADER",

@@ -2,7 +2,7 @@
 
 This is where process-level concerns live: signal capture (SIGINT and SIGTERM; a second SIGINT
 skips the grace period; previous handlers restored), the embedded development server, and the
-choice of NATS URL. :class:`~shipkit.runtime.Runtime` itself installs no signal handlers, so it
+choice of NATS URL. :class:`~shipkit.service.runtime.Runtime` itself installs no signal handlers, so it
 can be embedded in other programs and tests.
 """
 
@@ -21,15 +21,15 @@ import structlog
 
 from shipkit.config import DEFAULT_NATS_URL, NatsConfig, default_nats_url
 from shipkit.connection import ProvisionMode
-from shipkit.runtime import Counts, Runtime
 from shipkit.server import NatsServer
+from shipkit.service.runtime import Counts, Runtime
 
 if TYPE_CHECKING:
-    from shipkit.app import Service
+    from shipkit.service.app import Service
 
 __all__ = ["capture_signals", "run", "serve"]
 
-log = structlog.get_logger("shipkit.runner")
+log = structlog.get_logger("shipkit.service.runner")
 
 EMBEDDED_URL = DEFAULT_NATS_URL
 """Where :func:`serve` looks for a server, and starts an embedded one, when no URL is configured."""

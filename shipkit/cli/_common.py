@@ -1,0 +1,61 @@
+"""What every ``shipkit`` command shares: exit codes, the startup-failure line, loading a service."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+import click
+
+from shipkit.errors import ShipkitError
+from shipkit.service.importer import ImportFromStringError, load_service
+
+if TYPE_CHECKING:
+    from shipkit.service.app import Service
+
+__all__ = [
+    "EXIT_SERVER_DIED",
+    "EXIT_STARTUP_FAILURE",
+    "EXIT_USAGE",
+    "app_dir_option",
+    "load_service_or_exit",
+    "startup_failure",
+    "target_argument",
+]
+
+EXIT_SERVER_DIED = 1
+"""``shipkit server``: the server process died while running."""
+EXIT_USAGE = 2
+"""A bad option, unknown template, or a file ``new`` would overwrite (click's own usage code)."""
+EXIT_STARTUP_FAILURE = 3
+"""The service cannot be imported, the server is unreachable, a stream is missing under ``--verify`` ..."""
+
+
+def startup_failure(exc: BaseException, *, show_traceback: bool) -> NoReturn:
+    """One clear line on stderr (plus the traceback when asked for, or for a non-shipkit error), exit 3."""
+    if show_traceback or not isinstance(exc, ShipkitError):
+        traceback.print_exception(exc, file=sys.stderr)
+    message = str(exc) if isinstance(exc, ShipkitError) else f"{type(exc).__name__}: {exc}"
+    cause = exc.__cause__
+    if isinstance(exc, ImportFromStringError) and cause and not isinstance(cause, ImportError) and not show_traceback:
+        message += " [--log-level debug shows the traceback]"
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(EXIT_STARTUP_FAILURE)
+
+
+def load_service_or_exit(target: str, app_dir: Path | None, *, show_traceback: bool) -> Service:
+    try:
+        return load_service(target, app_dir=app_dir)
+    except ShipkitError as exc:
+        startup_failure(exc, show_traceback=show_traceback)
+
+
+target_argument = click.argument("target", metavar="MODULE[:ATTR]")
+app_dir_option = click.option(
+    "--app-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Directory put first on sys.path to import MODULE from.  [default: the current directory]",
+)
