@@ -489,7 +489,7 @@ async def _prepublish_events(url: str, total: int) -> None:
         if info.state.messages != total:
             raise RuntimeError(f"expected {total} events in {EVENT_STREAM}, found {info.state.messages}")
     finally:
-        await manager.disconnect()
+        await manager.close()
 
 
 async def _delete_consumer(url: str, durable: str) -> None:

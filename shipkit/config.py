@@ -77,7 +77,7 @@ class NatsConfig(_Frozen):
         allow_reconnect / max_reconnect_attempts / reconnect_time_wait_s: reconnect policy
             (``max_reconnect_attempts=-1`` retries forever, right for long-running services).
         ping_interval_s / max_outstanding_pings: liveness probing of the server.
-        drain_timeout_s: how long ``disconnect`` waits for in-flight messages to drain.
+        drain_timeout_s: how long ``close`` waits for in-flight messages to drain.
     """
 
     # A validation error would otherwise quote the whole input, secrets included.
@@ -303,9 +303,6 @@ class KvBucketConfig(_Frozen):
         """A copy whose entries expire ``seconds`` after their last write."""
         return self.model_copy(update={"ttl_s": seconds})
 
-    def with_ttl(self, seconds: float) -> KvBucketConfig:
-        """Alias of :meth:`with_ttl_secs`."""
-        return self.with_ttl_secs(seconds)
 
     def to_nats(self) -> Any:
         """The nats-py ``KeyValueConfig``."""

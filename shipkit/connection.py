@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import nats
 import structlog
@@ -31,7 +31,7 @@ from shipkit.errors import (
     translate_nats_errors,
 )
 
-__all__ = ["ConnectionManager", "ProvisionMode", "resolve_connection"]
+__all__ = ["ConnectionManager", "ConnectionOwner", "ProvisionMode", "resolve_connection"]
 
 ProvisionMode = Literal["create", "verify"]
 
@@ -53,7 +53,7 @@ def _tls_context(config: NatsConfig) -> ssl.SSLContext | None:
 class ConnectionManager(Connectable):
     """Owns the NATS connection and its JetStream context; provisions streams and buckets.
 
-    Use it as an async context manager, or call :meth:`connect` / :meth:`disconnect`::
+    Use it as an async context manager, or call :meth:`connect` / :meth:`close`::
 
         async with ConnectionManager(NatsConfig.from_url("nats://localhost:4222")) as conn:
             await conn.ensure_stream(StreamConfig.event_bus())
@@ -149,7 +149,7 @@ class ConnectionManager(Connectable):
         log.debug("nats.connected", server=_server_address(nc))
         return self
 
-    async def disconnect(self) -> None:
+    async def close(self) -> None:
         """Drain and close the connection (pending publishes are flushed). Idempotent."""
         nc, self._nc, self._js = self._nc, None, None
         self._streams.clear()
@@ -166,7 +166,6 @@ class ConnectionManager(Connectable):
         finally:
             self._closing = False
 
-    close = disconnect
 
     # -- accessors -------------------------------------------------------------------------
 
@@ -352,3 +351,44 @@ def resolve_connection(connection: ConnectionManager | NatsConfig | str | None) 
     if isinstance(connection, str):
         return ConnectionManager(NatsConfig.from_url(connection)), True
     return ConnectionManager(connection), True
+
+
+class ConnectionOwner(Connectable):
+    """Base of everything that works over one :class:`ConnectionManager`: primitives, clients, queues.
+
+    It resolves the ``connection`` argument once (a shared manager, never closed here; or a
+    config/URL/None, owned and closed by :meth:`close`) and keeps it as :attr:`connection`.
+    Subclasses add their own setup in :meth:`_setup` and release it in :meth:`_teardown`.
+
+    Args:
+        connection: a shared :class:`ConnectionManager`, a :class:`NatsConfig` or URL (owned),
+            or ``None`` for the environment default (owned).
+    """
+
+    def __init__(self, connection: ConnectionManager | NatsConfig | str | None = None) -> None:
+        self.connection, self._owns_connection = resolve_connection(connection)
+
+    async def connect(self) -> Self:
+        """Connect (if needed), then run the subclass's setup; returns ``self``.
+
+        Raises:
+            NatsConnectionError: the server cannot be reached.
+            ProvisioningError: something the object needs is missing in verify mode.
+        """
+        await self.connection.connect()
+        await self._setup()
+        return self
+
+    async def close(self) -> None:
+        """Run the subclass's teardown, then close the connection if this object owns it (idempotent)."""
+        try:
+            await self._teardown()
+        finally:
+            if self._owns_connection:
+                await self.connection.close()
+
+    async def _setup(self) -> None:
+        """Acquire what the object needs once connected (provision, subscribe ...)."""
+
+    async def _teardown(self) -> None:
+        """Release what :meth:`_setup` acquired; must be safe to call more than once."""

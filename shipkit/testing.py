@@ -84,7 +84,7 @@ async def shipkit_connection(shipkit_config: NatsConfig) -> AsyncIterator[Connec
     try:
         yield manager
     finally:
-        await manager.disconnect()
+        await manager.close()
 
 
 @pytest_asyncio.fixture

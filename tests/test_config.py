@@ -287,7 +287,7 @@ def test_kv_defaults_equal_the_seed() -> None:
 def test_kv_with_helpers_and_to_nats() -> None:
     """with_history/with_ttl_secs change a copy, and to_nats() carries history and TTL."""
     config = KvBucketConfig.new("beings_status").with_history(10).with_ttl_secs(300)
-    assert KvBucketConfig.new("x").with_ttl(120).ttl_s == 120
+    assert KvBucketConfig.new("x").with_ttl_secs(120).ttl_s == 120
     nats_config = config.to_nats()
     assert isinstance(nats_config, api.KeyValueConfig)
     assert (nats_config.bucket, nats_config.history, nats_config.ttl) == ("beings_status", 10, 300.0)

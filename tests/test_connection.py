@@ -81,8 +81,8 @@ async def test_connect_and_disconnect_are_idempotent(shipkit_config: NatsConfig)
     await manager.connect()
     assert manager.client is client
     assert manager.is_connected
-    await manager.disconnect()
-    await manager.disconnect()
+    await manager.close()
+    await manager.close()
     assert not manager.is_connected
     assert client.is_closed
     await manager.connect()
@@ -109,7 +109,7 @@ async def test_accessors_before_connect_raise(attribute: str) -> None:
 
 async def test_accessors_after_disconnect_raise(shipkit_connection: ConnectionManager) -> None:
     """After disconnect() the accessors raise NotConnectedError again, and so does request()."""
-    await shipkit_connection.disconnect()
+    await shipkit_connection.close()
     with pytest.raises(NotConnectedError):
         _ = shipkit_connection.jetstream
     with pytest.raises(NotConnectedError):

@@ -198,7 +198,7 @@ class JobQueue(Generic[P], Connectable):
         await self._publisher.stop(drain_s=5.0 if connected else 0.0)
         self._connected = False
         if self._owns_manager:
-            await self._manager.disconnect()
+            await self._manager.close()
 
     async def flush(self) -> None:
         """Wait until this process's counter updates and events are confirmed by the server."""

@@ -94,7 +94,7 @@ class ChannelService(Connectable):
         for consumer in reversed(consumers):
             await consumer.stop()
         if self._owns_connection:
-            await self._conn.disconnect()
+            await self._conn.close()
 
     @staticmethod
     def subject_for(channel: str) -> str:

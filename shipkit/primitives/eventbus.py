@@ -142,7 +142,7 @@ class EventBus(Connectable):
             await consumer.stop()
         self._ready = False
         if self._owns_connection:
-            await self._conn.disconnect()
+            await self._conn.close()
 
     # -- publishing ----------------------------------------------------------------------------
 

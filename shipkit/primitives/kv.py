@@ -375,7 +375,7 @@ class KvStore(Connectable):
                 status = await kv.status()
         except BaseException:
             if self._owns_connection:
-                await self.connection.disconnect()
+                await self.connection.close()
             raise
         self._direct = bool(status.stream_info.config.allow_direct)
         self._kv, self._js = kv, self.connection.jetstream
@@ -385,7 +385,7 @@ class KvStore(Connectable):
         """Forget the bucket; close the connection only if this store owns it."""
         self._kv = self._js = None
         if self._owns_connection:
-            await self.connection.disconnect()
+            await self.connection.close()
 
     def _handle(self) -> tuple[KeyValue, JetStreamContext]:
         kv, js = self._kv, self._js

@@ -163,7 +163,7 @@ class ShipObjectStore(Connectable):
         """Stop using the store; closes the connection only if this store created it."""
         self._ready = False
         if self._owns_manager:
-            await self._manager.disconnect()
+            await self._manager.close()
 
     # -- writing ---------------------------------------------------------------------------
 

@@ -123,7 +123,7 @@ class _CoreClient(Connectable):
     async def close(self) -> None:
         """Close the connection if this object created it; a shared one stays open."""
         if self._owns_connection:
-            await self._conn.disconnect()
+            await self._conn.close()
 
 
 class Publisher(_CoreClient):

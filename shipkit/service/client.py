@@ -60,7 +60,7 @@ class Client(Connectable):
     async def close(self) -> None:
         """Close the connection if this client made it."""
         if self._owned:
-            await self.connection.disconnect()
+            await self.connection.close()
 
     @overload
     async def request(

@@ -238,7 +238,7 @@ class Runtime:
             await self._exit_stack.aclose()
         finally:
             if self._owns_connection:
-                await self.connection.disconnect()
+                await self.connection.close()
             self.service.unfreeze()
             self.state = RuntimeState.STOPPED
 
@@ -377,7 +377,7 @@ class Runtime:
             await self._collect(errors, _as_coroutine(self._call_hook(hook)))
         await self._collect(errors, self._exit_stack.aclose())
         if self._owns_connection:
-            await self._collect(errors, self.connection.disconnect())
+            await self._collect(errors, self.connection.close())
         self.service.unfreeze()
         self.state = RuntimeState.STOPPED
         log.info(

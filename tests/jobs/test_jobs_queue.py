@@ -287,7 +287,7 @@ async def test_cancel_running_job_whose_holder_died_ends_at_lease_expiry(
     assert await holder.claim("w", lease_s=1) is not None
     requested = await queue.cancel(job_id)
     assert requested.state is JobState.RUNNING and requested.cancel_requested
-    await holder.connection.disconnect()  # the holder dies: no more lease renewals
+    await holder.connection.close()  # the holder dies: no more lease renewals
 
     async def cancelled_after_redelivery() -> bool:
         assert await queue.claim("w", lease_s=1) is None

@@ -128,7 +128,7 @@ async def test_close_keeps_a_shared_connection_and_closes_an_owned_one(
 
 async def test_store_of_a_closed_connection_raises_not_connected(kv: KvStore) -> None:
     """After the shared manager disconnects, operations raise NotConnectedError."""
-    await kv.connection.disconnect()
+    await kv.connection.close()
     with pytest.raises(NotConnectedError):
         await kv.put("a", 1)
 
@@ -500,7 +500,7 @@ async def test_watch_raises_not_connected_when_the_connection_closes(
     async with kv.watch() as watch:
         pending = asyncio.ensure_future(next_entry(watch))
         await asyncio.wait_for(watch.wait_initial_done(), timeout=TIMEOUT)
-        await kv.connection.disconnect()
+        await kv.connection.close()
         with pytest.raises(NotConnectedError):
             await pending
 
