@@ -28,7 +28,10 @@ from shipkit._names import (
 )
 from shipkit.config import KvBucketConfig, StreamConfig
 from shipkit.errors import ConfigurationError
+from shipkit.jobs.models import Backoff
+from shipkit.jobs.spec import JobWorkerSpec
 from shipkit.models import ChannelMessage, Event, ShipEvent
+from shipkit.primitives.kv import KvEntry
 from shipkit.service.codec import inspect_handler
 from shipkit.service.context import Context
 from shipkit.service.specs import (
@@ -42,7 +45,7 @@ from shipkit.service.specs import (
     MutationCallback,
 )
 
-__all__ = ["Lifespan", "Service"]
+__all__ = ["Lifespan", "Service", "close_registrations", "reopen_registrations"]
 
 F = TypeVar("F", bound=Callable[..., Coroutine[Any, Any, Any]])
 H = TypeVar("H", bound=Callable[..., Awaitable[None]])
@@ -156,7 +159,7 @@ class Service:
         self.kv_watches: list[KvWatchSpec] = []
         self.messages: list[MessageSpec] = []
         self.channels: list[ChannelSpec] = []
-        self.job_workers: list[Any] = []
+        self.job_workers: list[JobWorkerSpec] = []
         self.startup_hooks: list[Callable[..., Awaitable[None]]] = []
         self.shutdown_hooks: list[Callable[..., Awaitable[None]]] = []
         self._frozen = False
@@ -169,14 +172,6 @@ class Service:
     def _check_open(self, what: str) -> None:
         if self._frozen:
             raise ConfigurationError(f"cannot add {what} to service {self.name!r}: it is already running")
-
-    def freeze(self) -> None:
-        """Refuse further registrations (the runtime calls this at start)."""
-        self._frozen = True
-
-    def unfreeze(self) -> None:
-        """Allow registrations again after the runtime stopped."""
-        self._frozen = False
 
     # -- request-reply -----------------------------------------------------------------------
 
@@ -362,8 +357,6 @@ class Service:
         config = bucket if isinstance(bucket, KvBucketConfig) else KvBucketConfig(bucket=bucket)
         validate_kv_key_pattern(key, f"key pattern of {func.__qualname__}")
         signature = inspect_handler(func, context_type=Context, what="kv watch")
-        from shipkit.primitives.kv import KvEntry
-
         wants_entry = isinstance(signature.payload_type, type) and issubclass(signature.payload_type, KvEntry)
         self.kv_watches.append(KvWatchSpec(config, key, func, signature, wants_entry))
 
@@ -440,27 +433,67 @@ class Service:
 
     # -- jobs ----------------------------------------------------------------------------------
 
-    def add_job_worker(self, func: Callable[..., Coroutine[Any, Any, Any]], **options: Any) -> Any:
+    def add_job_worker(
+        self,
+        func: Callable[..., Coroutine[Any, Any, Any]],
+        *,
+        worker: str | None = None,
+        concurrency: int = 1,
+        max_attempts: int | None = None,
+        backoff: Backoff | None = None,
+        timeout_s: float | None = None,
+        lease_s: float = 30.0,
+    ) -> JobWorkerSpec:
         """Register a job worker; see :meth:`job_worker`."""
         self._check_open("a job worker")
-        from shipkit.jobs.spec import JobWorkerSpec
-
-        spec = JobWorkerSpec.from_function(func, **options)
+        spec = JobWorkerSpec.from_function(
+            func,
+            worker,
+            concurrency=concurrency,
+            max_attempts=max_attempts,
+            backoff=backoff,
+            timeout_s=timeout_s,
+            lease_s=lease_s,
+        )
         if any(existing.worker == spec.worker for existing in self.job_workers):
             raise ConfigurationError(f"job worker {spec.worker!r} is registered twice on service {self.name!r}")
         self.job_workers.append(spec)
         return spec
 
-    def job_worker(self, worker: str | None = None, **options: Any) -> Callable[[F], F]:
+    def job_worker(
+        self,
+        worker: str | None = None,
+        *,
+        concurrency: int = 1,
+        max_attempts: int | None = None,
+        backoff: Backoff | None = None,
+        timeout_s: float | None = None,
+        lease_s: float = 30.0,
+    ) -> Callable[[F], F]:
         """Decorate a job worker (see :mod:`shipkit.jobs`): claims jobs targeted at ``worker``.
 
-        Options: ``concurrency``, ``max_attempts``, ``backoff``, ``timeout_s``, ``lease_s``.
         The function gets the typed payload (and ``job: JobContext``); its return value completes
         the job, an exception fails the attempt.
+
+        Args:
+            worker: the worker name jobs are submitted to; defaults to the function's name.
+            concurrency: jobs run at once by this process.
+            max_attempts: attempts per job (default: the job's, else the queue's).
+            backoff: delays between attempts.
+            timeout_s: an attempt running longer fails.
+            lease_s: how long a claimed job stays held without a heartbeat.
         """
 
         def decorator(func: F) -> F:
-            self.add_job_worker(func, worker=worker, **options)
+            self.add_job_worker(
+                func,
+                worker=worker,
+                concurrency=concurrency,
+                max_attempts=max_attempts,
+                backoff=backoff,
+                timeout_s=timeout_s,
+                lease_s=lease_s,
+            )
             return func
 
         return decorator
@@ -490,6 +523,8 @@ class Service:
 
     def run(self, nats_url: str | None = None, **options: Any) -> None:
         """Run until SIGINT/SIGTERM (blocking); see :func:`shipkit.service.runner.run` for options."""
+        # The one documented upward call of the layer (runner imports runtime, which imports this
+        # module): a convenience for scripts, imported late so importing a Service stays cheap.
         from shipkit.service.runner import run
 
         run(self, nats_url=nats_url, **options)
@@ -517,7 +552,7 @@ class Service:
             "kv_watches": [{"bucket": w.bucket.bucket, "key": w.key} for w in self.kv_watches],
             "messages": [{"subject": m.subject, "queue": m.queue} for m in self.messages],
             "channels": [{"channel": c.channel, "replay_history": c.replay_history} for c in self.channels],
-            "job_workers": [getattr(j, "worker", str(j)) for j in self.job_workers],
+            "job_workers": [j.worker for j in self.job_workers],
             "streams": sorted(self.streams_used()),
             "buckets": sorted({w.bucket.bucket for w in self.kv_watches}),
         }
@@ -536,3 +571,13 @@ class Service:
         """True when some handler publishes mutation events through JetStream."""
         declared = any(h.mutation is not None for h in self.handlers) or self.mutation_callback_func is not None
         return declared and self.mutation_transport == "jetstream"
+
+
+def close_registrations(service: Service) -> None:
+    """Refuse further registrations on ``service`` (the runtime calls this at start)."""
+    service._frozen = True
+
+
+def reopen_registrations(service: Service) -> None:
+    """Allow registrations on ``service`` again after its runtime stopped."""
+    service._frozen = False

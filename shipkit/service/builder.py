@@ -36,7 +36,7 @@ from shipkit.config import DEFAULT_NATS_URL, StreamConfig
 from shipkit.errors import ConfigurationError
 from shipkit.models import ErrorResponse
 from shipkit.service.app import Service
-from shipkit.service.runtime import Counts
+from shipkit.service.host import Counts
 
 __all__ = ["BytesHandler", "DefaultHandler", "NatsServiceBuilder", "ServiceArgs"]
 

@@ -8,46 +8,48 @@ settles what it could not finish (events nak'ed, jobs given back to the queue).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 import structlog
 from pydantic import ValidationError
 
 from shipkit.errors import SerializationError
+from shipkit.jobs import JobQueue, JobWorker, JobWorkerSpec
 from shipkit.models import ChannelMessage, ShipEvent
+from shipkit.primitives.channels import ChannelService
+from shipkit.primitives.consumer import DurableConsumer
+from shipkit.primitives.kv import KvEntry, KvWatch
 from shipkit.service.context import Context
-
-if TYPE_CHECKING:
-    from shipkit.primitives.kv import KvEntry, KvWatch
-    from shipkit.service.runtime import Counts, Runtime
-    from shipkit.service.specs import ChannelSpec, EventSpec, KvWatchSpec
+from shipkit.service.host import Counts, Host
+from shipkit.service.specs import ChannelSpec, EventSpec, KvWatchSpec
 
 __all__ = ["Stopper", "start_channel_handlers", "start_event_consumers", "start_job_workers", "start_kv_watches"]
 
 log = structlog.get_logger("shipkit.consumers")
 
-Stopper = Callable[[float], Coroutine[Any, Any, "Counts | None"]]
+Stopper = Callable[[float], Coroutine[Any, Any, Counts | None]]
+"""``async (grace_s) -> Counts | None``: stop intake, give in-flight work the grace, settle the rest."""
 
 
-async def _call_counted(runtime: Runtime, coro: Coroutine[Any, Any, Any]) -> Any:
+async def _call_counted(host: Host, coro: Coroutine[Any, Any, Any]) -> Any:
     """Await a handler, counting it handled, failed or cancelled (the exception propagates)."""
     try:
         result = await coro
     except asyncio.CancelledError:
-        runtime.counts.cancelled += 1
+        host.counts.cancelled += 1
         raise
     except Exception:
-        runtime.counts.failed += 1
+        host.counts.failed += 1
         raise
-    runtime.counts.handled += 1
+    host.counts.handled += 1
     return result
 
 
 # -- @service.on_event ------------------------------------------------------------------------
 
 
-def _event_handler(runtime: Runtime, spec: EventSpec) -> Callable[[Any], Coroutine[Any, Any, None]]:
+def _event_handler(host: Host, spec: EventSpec) -> Callable[[Any], Coroutine[Any, Any, None]]:
     signature = spec.signature
 
     async def on_msg(msg: Any) -> None:
@@ -63,24 +65,22 @@ def _event_handler(runtime: Runtime, spec: EventSpec) -> Callable[[Any], Corouti
                 ) from exc
         context = None
         if signature.context_param is not None:
-            context = Context(runtime, msg.subject, msg.headers or {}, None, event.correlation_id)
-        await _call_counted(runtime, spec.func(*signature.call_args(payload, context)))
+            context = Context(host, msg.subject, msg.headers or {}, None, event.correlation_id)
+        await _call_counted(host, spec.func(*signature.call_args(payload, context)))
 
     return on_msg
 
 
-async def start_event_consumers(runtime: Runtime) -> list[Stopper]:
+async def start_event_consumers(host: Host, specs: Sequence[EventSpec]) -> list[Stopper]:
     """One durable pull consumer per ``@service.on_event`` (created or attached as it is)."""
-    from shipkit.primitives.consumer import DurableConsumer
-
     stoppers: list[Stopper] = []
-    for spec in runtime.service.events:
+    for spec in specs:
         consumer = DurableConsumer(
-            runtime.connection,
+            host.connection,
             stream=spec.stream.name,
             filter_subject=spec.filter_subject,
             durable=spec.durable,
-            handler=_event_handler(runtime, spec),
+            handler=_event_handler(host, spec),
             deliver=spec.deliver,
             max_in_flight=spec.max_concurrency,
             nak_delay_s=spec.nak_delay_s,
@@ -97,7 +97,7 @@ async def start_event_consumers(runtime: Runtime) -> list[Stopper]:
 # -- @service.kv_watch --------------------------------------------------------------------------
 
 
-async def _run_watch(runtime: Runtime, spec: KvWatchSpec, watch: KvWatch) -> None:
+async def _run_watch(host: Host, spec: KvWatchSpec, watch: KvWatch) -> None:
     signature = spec.signature
     async for entry in watch:
         try:
@@ -116,9 +116,9 @@ async def _run_watch(runtime: Runtime, spec: KvWatchSpec, watch: KvWatch) -> Non
             continue
         context = None
         if signature.context_param is not None:
-            context = Context(runtime, f"$KV.{entry.bucket}.{entry.key}")
+            context = Context(host, f"$KV.{entry.bucket}.{entry.key}")
         try:
-            await _call_counted(runtime, spec.func(*signature.call_args(payload, context)))
+            await _call_counted(host, spec.func(*signature.call_args(payload, context)))
         except Exception:  # a KV change is not redelivered: log it loudly and keep watching
             log.exception(
                 "kv_watch.handler_failed",
@@ -135,13 +135,13 @@ def _watch_payload(spec: KvWatchSpec, entry: KvEntry) -> Any:
     return spec.signature.from_python(entry.value)
 
 
-async def start_kv_watches(runtime: Runtime) -> list[Stopper]:
+async def start_kv_watches(host: Host, specs: Sequence[KvWatchSpec]) -> list[Stopper]:
     """One watch per ``@service.kv_watch``: current values first, then puts and deletes."""
     stoppers: list[Stopper] = []
-    for spec in runtime.service.kv_watches:
-        store = await runtime.kv(spec.bucket)
+    for spec in specs:
+        store = await host.kv(spec.bucket)
         watch = await store.watch(spec.key).start()
-        task = asyncio.create_task(_run_watch(runtime, spec, watch), name=f"kv_watch:{spec.bucket.bucket}")
+        task = asyncio.create_task(_run_watch(host, spec, watch), name=f"kv_watch:{spec.bucket.bucket}")
 
         async def stop(grace_s: float, watch: KvWatch = watch, task: asyncio.Task[None] = task) -> None:
             await watch.aclose()  # ends iteration; the entry being handled gets the grace
@@ -159,7 +159,7 @@ async def start_kv_watches(runtime: Runtime) -> list[Stopper]:
 # -- @service.on_channel ------------------------------------------------------------------------
 
 
-def _channel_handler(runtime: Runtime, spec: ChannelSpec) -> Callable[[ChannelMessage], Coroutine[Any, Any, None]]:
+def _channel_handler(host: Host, spec: ChannelSpec) -> Callable[[ChannelMessage], Coroutine[Any, Any, None]]:
     signature = spec.signature
 
     async def on_message(message: ChannelMessage) -> None:
@@ -171,22 +171,20 @@ def _channel_handler(runtime: Runtime, spec: ChannelSpec) -> Callable[[ChannelMe
                 raise SerializationError(f"channel {spec.channel!r} message {message.message_id}: {exc}") from exc
         context = None
         if signature.context_param is not None:
-            context = Context(runtime, f"ship.channel.{message.channel}")
-        await _call_counted(runtime, spec.func(*signature.call_args(payload, context)))
+            context = Context(host, f"ship.channel.{message.channel}")
+        await _call_counted(host, spec.func(*signature.call_args(payload, context)))
 
     return on_message
 
 
-async def start_channel_handlers(runtime: Runtime) -> list[Stopper]:
+async def start_channel_handlers(host: Host, agent_name: str, specs: Sequence[ChannelSpec]) -> list[Stopper]:
     """Channel subscriptions (durable ``{agent}_{channel}``), own messages filtered out."""
-    from shipkit.primitives.channels import ChannelService
-
-    channels = ChannelService(runtime.service.agent_name, runtime.connection)
+    channels = ChannelService(agent_name, host.connection)
     await channels.connect()
     stoppers: list[Stopper] = []
-    for spec in runtime.service.channels:
+    for spec in specs:
         consumer = await channels.subscribe(
-            spec.channel, _channel_handler(runtime, spec), replay_history=spec.replay_history
+            spec.channel, _channel_handler(host, spec), replay_history=spec.replay_history
         )
 
         async def stop(grace_s: float, consumer: Any = consumer) -> None:
@@ -199,18 +197,15 @@ async def start_channel_handlers(runtime: Runtime) -> list[Stopper]:
 # -- @service.job_worker ------------------------------------------------------------------------
 
 
-async def start_job_workers(runtime: Runtime) -> list[Stopper]:
+async def start_job_workers(host: Host, queue_name: str, specs: Sequence[JobWorkerSpec]) -> list[Stopper]:
     """Job-worker runners for every ``@service.job_worker``, on one shared queue.
 
     One stopper stops them all (each gives unfinished jobs back), then closes the queue, whose
     background publishers must outlive the workers.
     """
-    from shipkit.jobs import JobQueue, JobWorker
-    from shipkit.service.runtime import Counts
-
-    queue: JobQueue[Any] = JobQueue(runtime.connection, name=runtime.service.job_queue)
+    queue: JobQueue[Any] = JobQueue(host.connection, name=queue_name)
     await queue.connect()
-    workers = [JobWorker(queue, spec) for spec in runtime.service.job_workers]
+    workers = [JobWorker(queue, spec) for spec in specs]
     try:
         for worker in workers:
             await worker.start()

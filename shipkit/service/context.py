@@ -6,18 +6,16 @@ not ask for it pay nothing for it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
-from shipkit.models import new_correlation_id
-
-if TYPE_CHECKING:
-    from shipkit.connection import ConnectionManager
-    from shipkit.models import ShipEvent
-    from shipkit.primitives.kv import KvStore
-    from shipkit.primitives.objects import ShipObjectStore
-    from shipkit.service.runtime import Runtime
+from shipkit.config import KvBucketConfig, ObjectStoreConfig
+from shipkit.connection import ConnectionManager
+from shipkit.models import ShipEvent, new_correlation_id
+from shipkit.primitives.kv import KvStore
+from shipkit.primitives.objects import ShipObjectStore
+from shipkit.service.host import Host
 
 __all__ = ["CORRELATION_HEADER", "Context"]
 
@@ -28,6 +26,9 @@ CORRELATION_HEADER = "Shipkit-Correlation-Id"
 class Context:
     """The message being handled and the service's resources.
 
+    Args:
+        host: what the running service lets handlers reach (the runtime implements it).
+
     Attributes:
         subject: the subject the message arrived on.
         headers: its headers (empty dict if none).
@@ -35,17 +36,17 @@ class Context:
         correlation_id: from the ``Shipkit-Correlation-Id`` header, the event, or a new one.
     """
 
-    __slots__ = ("_log", "correlation_id", "headers", "reply", "runtime", "subject")
+    __slots__ = ("_log", "correlation_id", "headers", "host", "reply", "subject")
 
     def __init__(
         self,
-        runtime: Runtime,
+        host: Host,
         subject: str,
         headers: dict[str, str] | None = None,
         reply: str | None = None,
         correlation_id: str | None = None,
     ) -> None:
-        self.runtime = runtime
+        self.host = host
         self.subject = subject
         self.headers = headers or {}
         self.reply = reply or None
@@ -57,23 +58,31 @@ class Context:
         """A structlog logger bound with the service name, subject and correlation id."""
         if self._log is None:
             self._log = structlog.get_logger("shipkit.handler").bind(
-                service=self.runtime.service.name, subject=self.subject, correlation_id=self.correlation_id
+                service=self.host.service_name, subject=self.subject, correlation_id=self.correlation_id
             )
         return self._log
 
     @property
+    def service_name(self) -> str:
+        """The name of the service handling the message."""
+        return self.host.service_name
+
+    @property
     def connection(self) -> ConnectionManager:
         """The service's shared connection."""
-        return self.runtime.connection
+        return self.host.connection
 
     async def emit(self, event_type: str, payload: Any = None) -> ShipEvent:
         """Publish a durable ``ShipEvent`` on the service's event bus (ack awaited)."""
-        return await self.runtime.emit(event_type, payload, correlation_id=self.correlation_id)
+        return await self.host.emit(event_type, payload, correlation_id=self.correlation_id)
 
-    async def kv(self, bucket: str) -> KvStore:
-        """The service's :class:`~shipkit.primitives.kv.KvStore` for ``bucket`` (created if missing)."""
-        return await self.runtime.kv(bucket)
+    async def kv(self, bucket: str | KvBucketConfig) -> KvStore:
+        """The service's :class:`~shipkit.primitives.kv.KvStore` for ``bucket`` (created if missing).
 
-    async def objects(self, bucket: str) -> ShipObjectStore:
+        Pass a :class:`~shipkit.config.KvBucketConfig` for other settings than the defaults.
+        """
+        return await self.host.kv(bucket)
+
+    async def objects(self, bucket: str | ObjectStoreConfig) -> ShipObjectStore:
         """The service's object store for ``bucket`` (created if missing)."""
-        return await self.runtime.objects(bucket)
+        return await self.host.objects(bucket)

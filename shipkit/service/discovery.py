@@ -1,6 +1,6 @@
 """NATS service discovery (ADR-32, ``nats micro ls|info|stats|ping``) for a running service.
 
-Each running :class:`~shipkit.service.app.Service` instance answers, without a queue group, on
+Each running service instance answers, without a queue group, on
 ``$SRV.{PING,INFO,STATS}``, ``$SRV.{VERB}.{name}`` and ``$SRV.{VERB}.{name}.{id}`` with the
 ``io.nats.micro.v1.*_response`` JSON shapes; its request handlers are the endpoints and the
 counters are the live ones the dispatcher keeps.
@@ -8,23 +8,20 @@ counters are the live ones the dispatcher keeps.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.nuid import NUID
 
 from shipkit._json import dumps
+from shipkit.service.endpoint import Endpoint
 
-if TYPE_CHECKING:
-    from nats.aio.client import Client
-    from nats.aio.msg import Msg
-    from nats.aio.subscription import Subscription
-
-    from shipkit.service.app import Service
-    from shipkit.service.endpoint import Endpoint
-
-__all__ = ["INFO_TYPE", "PING_TYPE", "STATS_TYPE", "Discovery", "new_instance_id"]
+__all__ = ["INFO_TYPE", "PING_TYPE", "STATS_TYPE", "Discovery", "ServiceIdentity", "new_instance_id"]
 
 PING_TYPE = "io.nats.micro.v1.ping_response"
 INFO_TYPE = "io.nats.micro.v1.info_response"
@@ -37,56 +34,62 @@ def new_instance_id() -> str:
     return NUID().next().decode()
 
 
+@dataclass(frozen=True, slots=True)
+class ServiceIdentity:
+    """What discovery says about a service besides its endpoints (plain data, no service object)."""
+
+    name: str
+    version: str
+    description: str = ""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
 class Discovery:
     """Answers the ``$SRV`` verbs for one service instance.
 
     Args:
-        service: the declared service (name, version, description, metadata).
+        identity: name, version, description and metadata.
         endpoints: the live request endpoints (their counters feed STATS).
         instance_id: this instance's id.
     """
 
-    def __init__(self, service: Service, endpoints: Iterable[Endpoint], instance_id: str) -> None:
-        self.service = service
+    def __init__(self, identity: ServiceIdentity, endpoints: Iterable[Endpoint], instance_id: str) -> None:
+        self.identity = identity
         self.endpoints = list(endpoints)
         self.instance_id = instance_id
         self.started = datetime.now(UTC)
         self._subscriptions: list[Subscription] = []
         self._nc: Client | None = None
-        identity = {"name": service.name, "id": instance_id, "version": service.version}
-        self._ping = dumps({"type": PING_TYPE, **identity, "metadata": service.metadata})
+        self._metadata = dict(identity.metadata)
+        ids = {"name": identity.name, "id": instance_id, "version": identity.version}
+        self._ping = dumps({"type": PING_TYPE, **ids, "metadata": self._metadata})
         self._info = dumps(
             {
                 "type": INFO_TYPE,
-                **identity,
-                "metadata": service.metadata,
-                "description": service.description,
+                **ids,
+                "metadata": self._metadata,
+                "description": identity.description,
                 "endpoints": [self._endpoint_info(e) for e in self.endpoints],
             }
         )
 
-    def _endpoint_info(self, endpoint: Endpoint) -> dict[str, Any]:
+    @staticmethod
+    def _endpoint_info(endpoint: Endpoint) -> dict[str, Any]:
         return {
             "name": endpoint.name,
             "subject": endpoint.subject,
             "queue_group": endpoint.queue_group or "",
-            "metadata": self._endpoint_metadata(endpoint),
+            "metadata": endpoint.metadata,
         }
-
-    def _endpoint_metadata(self, endpoint: Endpoint) -> dict[str, str]:
-        for spec in self.service.handlers:
-            if spec.endpoint_name == endpoint.name:
-                return dict(spec.metadata)
-        return {}
 
     def stats(self) -> dict[str, Any]:
         """The current STATS response as a dict."""
         return {
             "type": STATS_TYPE,
-            "name": self.service.name,
+            "name": self.identity.name,
             "id": self.instance_id,
-            "version": self.service.version,
-            "metadata": self.service.metadata,
+            "version": self.identity.version,
+            "metadata": self._metadata,
             # Z form: what the Go and Python micro libraries write and parse
             "started": self.started.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "endpoints": [
@@ -106,7 +109,7 @@ class Discovery:
 
     def subjects(self) -> list[str]:
         """Every subject this instance answers discovery on."""
-        name, uid = self.service.name, self.instance_id
+        name, uid = self.identity.name, self.instance_id
         return [s for verb in _VERBS for s in (f"$SRV.{verb}", f"$SRV.{verb}.{name}", f"$SRV.{verb}.{name}.{uid}")]
 
     async def start(self, nc: Client) -> None:

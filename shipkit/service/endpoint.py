@@ -13,19 +13,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
+from nats.aio.msg import Msg
 from pydantic import ValidationError
 
+from shipkit._json import dumps
 from shipkit.errors import PayloadTooLargeError, ServiceError, translate_nats_error
 from shipkit.models import ErrorResponse
 from shipkit.service.codec import Signature, encode_result
-
-if TYPE_CHECKING:
-    from nats.aio.msg import Msg
-
-    from shipkit.service.runtime import Runtime
+from shipkit.service.context import Context
+from shipkit.service.host import Host
 
 __all__ = [
     "ERROR_CODE_HEADER",
@@ -85,8 +84,6 @@ def error_reply(code: int, message: str, details: Any = None) -> tuple[bytes, di
     body = ErrorResponse(error=one_line, code=code).model_dump()
     if details is not None:
         body["details"] = details
-    from shipkit._json import dumps
-
     return dumps(body), {ERROR_HEADER: one_line, ERROR_CODE_HEADER: str(code)}
 
 
@@ -109,7 +106,7 @@ class Endpoint:
     """One registered function and its counters; ``handle`` is the subscription callback.
 
     Args:
-        runtime: the owning runtime (publishing replies, events, in-flight tracking).
+        host: the running service (replies, counts, in-flight tracking, the handler's context).
         name: endpoint name for logs and discovery.
         subject: the subject it was registered on.
         func: the handler.
@@ -118,29 +115,31 @@ class Endpoint:
         after_success: optional async hook ``(msg, context, result) -> None`` run before the reply
             (mutation events); forces the handler's completion onto a task.
         pass_subject: call ``func(subject, payload)`` (the seed's default-handler shape).
+        metadata: endpoint metadata shown by discovery.
     """
 
     __slots__ = (
         "_slot_free",
         "after_success",
         "func",
+        "host",
         "in_flight",
         "last_error",
         "max_concurrency",
+        "metadata",
         "name",
         "num_errors",
         "num_requests",
         "pass_subject",
         "processing_time_ns",
         "queue_group",
-        "runtime",
         "signature",
         "subject",
     )
 
     def __init__(
         self,
-        runtime: Runtime,
+        host: Host,
         name: str,
         subject: str,
         func: Callable[..., Coroutine[Any, Any, Any]],
@@ -150,8 +149,10 @@ class Endpoint:
         queue_group: str | None = None,
         after_success: Callable[[Msg, Any, Any], Awaitable[None]] | None = None,
         pass_subject: bool = False,
+        metadata: dict[str, str] | None = None,
     ) -> None:
-        self.runtime = runtime
+        self.host = host
+        self.metadata = dict(metadata or {})
         self.pass_subject = pass_subject
         self.name = name
         self.subject = subject
@@ -177,7 +178,9 @@ class Endpoint:
         except (ValidationError, ValueError) as exc:
             await self._failed(msg, exc, started, decoding=True)
             return
-        context = self.runtime.context_for(msg) if signature.context_param is not None else None
+        context = (
+            Context(self.host, msg.subject, msg.headers, msg.reply) if signature.context_param is not None else None
+        )
         if self.in_flight >= self.max_concurrency:
             await self._wait_for_slot()
         if self.pass_subject:
@@ -199,7 +202,7 @@ class Endpoint:
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         self.in_flight += 1
-        self.runtime.track(asyncio.get_running_loop().create_task(coro), self._release)
+        self.host.track(asyncio.get_running_loop().create_task(coro), self._release)
 
     def _release(self, _task: asyncio.Task[None]) -> None:
         self.in_flight -= 1
@@ -238,7 +241,7 @@ class Endpoint:
 
     async def _cancelled(self, msg: Msg, what: str = "the request was cancelled") -> None:
         """Cancelled at shutdown: the caller hears 503 at once instead of waiting for its timeout."""
-        self.runtime.counts.cancelled += 1
+        self.host.counts.cancelled += 1
         await self._reply_error(msg, 503, f"service is shutting down: {what}", None)
 
     async def _succeeded(self, msg: Msg, result: Any, started: int) -> None:
@@ -248,13 +251,13 @@ class Endpoint:
             # label) for every reply cost ~1.2 µs, ~7 % of a responder's CPU per request at 64 in
             # flight (docs/performance.md); errors are translated the same way, only when raised.
             try:
-                await self.runtime.nc.publish(reply, encode_result(result))
+                await self.host.client.publish(reply, encode_result(result))
             except Exception as exc:  # encoding or an oversized reply: tell the caller what happened
                 failure = translate_nats_error(exc, f"reply to {self.subject}")
                 await self._failed(msg, failure, started, note="the handler succeeded but its reply could not be sent")
                 return
         self.processing_time_ns += time.perf_counter_ns() - started
-        self.runtime.counts.handled += 1
+        self.host.counts.handled += 1
 
     async def _failed(
         self, msg: Msg, exc: BaseException, started: int, *, decoding: bool = False, note: str = ""
@@ -267,7 +270,7 @@ class Endpoint:
         self.num_errors += 1
         self.last_error = f"{code}: {message}"
         self.processing_time_ns += time.perf_counter_ns() - started
-        self.runtime.counts.failed += 1
+        self.host.counts.failed += 1
         if code >= 500 and not isinstance(exc, ServiceError):
             log.error("message.failed", endpoint=self.name, subject=msg.subject, code=code, exc_info=exc)
         else:
@@ -279,7 +282,7 @@ class Endpoint:
             return
         body, headers = error_reply(code, message, details)
         try:
-            await self.runtime.nc.publish(msg.reply, body, headers=headers)
+            await self.host.client.publish(msg.reply, body, headers=headers)
         except Exception as exc:  # the connection is gone; nothing more we can tell the caller
             log.warning("reply.failed", endpoint=self.name, subject=msg.subject, error=f"{type(exc).__name__}: {exc}")
 

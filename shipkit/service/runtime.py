@@ -18,38 +18,38 @@ import inspect
 import time
 from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import structlog
+from nats.aio.client import Client as NatsClient
+from nats.aio.subscription import Subscription
 
 from shipkit._connectable import Connectable
-from shipkit._json import loads
 from shipkit.config import KvBucketConfig, NatsConfig, ObjectStoreConfig
 from shipkit.connection import ConnectionManager, ProvisionMode, resolve_connection
-from shipkit.errors import ConfigurationError, SerializationError
+from shipkit.errors import ConfigurationError
 from shipkit.models import ShipEvent
-from shipkit.service.codec import Signature, encode_result
-from shipkit.service.context import CORRELATION_HEADER, Context
-from shipkit.service.discovery import Discovery, new_instance_id
-from shipkit.service.endpoint import Endpoint, error_reply
-
-if TYPE_CHECKING:
-    from nats.aio.client import Client
-    from nats.aio.msg import Msg
-    from nats.aio.subscription import Subscription
-
-    from shipkit.primitives.eventbus import EventBus
-    from shipkit.primitives.kv import KvStore
-    from shipkit.primitives.objects import ShipObjectStore
-    from shipkit.service.app import Service
-    from shipkit.service.specs import MutationCallback
+from shipkit.primitives.eventbus import EventBus
+from shipkit.primitives.kv import KvStore
+from shipkit.primitives.objects import ShipObjectStore
+from shipkit.service.app import Service, close_registrations, reopen_registrations
+from shipkit.service.consumers import (
+    start_channel_handlers,
+    start_event_consumers,
+    start_job_workers,
+    start_kv_watches,
+)
+from shipkit.service.context import Context
+from shipkit.service.discovery import Discovery, ServiceIdentity, new_instance_id
+from shipkit.service.endpoint import Endpoint
+from shipkit.service.host import Counts
+from shipkit.service.router import Router, mutation_hook
 
 __all__ = ["Counts", "Runtime", "RuntimeState"]
 
 StoreT = TypeVar("StoreT", bound=Connectable)
 
-log = structlog.get_logger("shipkit.service.runtime")
+log = structlog.get_logger("shipkit.runtime")
 
 
 class RuntimeState(enum.Enum):
@@ -62,17 +62,8 @@ class RuntimeState(enum.Enum):
     STOPPED = "stopped"
 
 
-@dataclass
-class Counts:
-    """Units of work by outcome, for the shutdown summary."""
-
-    handled: int = 0
-    failed: int = 0
-    cancelled: int = 0
-
-
 class Runtime:
-    """The running form of a service.
+    """The running form of a service; implements the :class:`~shipkit.service.host.Host` protocol.
 
     Args:
         service: what to run.
@@ -91,6 +82,7 @@ class Runtime:
         provision: ProvisionMode = "create",
     ) -> None:
         self.service = service
+        self.service_name = service.name
         self.connection, self._owns_connection = resolve_connection(connection)
         if provision == "verify":
             self.connection.provision = "verify"
@@ -109,21 +101,16 @@ class Runtime:
         self._bus: EventBus | None = None
         self._kv: dict[str, KvStore] = {}
         self._objects: dict[str, ShipObjectStore] = {}
-        self._nc: Client | None = None
+        self._client: NatsClient | None = None
 
-    # -- accessors used by the hot path ---------------------------------------------------------
+    # -- the Host protocol: what endpoints, consumers and contexts reach --------------------------
 
     @property
-    def nc(self) -> Client:
-        """The raw client (cached at start for the hot path)."""
-        if self._nc is None:
-            self._nc = self.connection.client
-        return self._nc
-
-    def context_for(self, msg: Msg) -> Context:
-        """A :class:`Context` for a core message."""
-        headers = msg.headers or {}
-        return Context(self, msg.subject, headers, msg.reply)
+    def client(self) -> NatsClient:
+        """The raw nats-py client (cached at start for the hot path)."""
+        if self._client is None:
+            self._client = self.connection.client
+        return self._client
 
     def track(self, task: asyncio.Task[Any], on_done: Callable[[asyncio.Task[Any]], None] | None = None) -> None:
         """Keep a handler task until it ends (graceful shutdown waits for these)."""
@@ -137,8 +124,6 @@ class Runtime:
     async def event_bus(self) -> EventBus:
         """The service's event bus (created on first use)."""
         if self._bus is None:
-            from shipkit.primitives.eventbus import EventBus
-
             bus = EventBus(
                 self.connection,
                 stream=self.service.event_stream,
@@ -156,15 +141,11 @@ class Runtime:
 
     async def kv(self, bucket: str | KvBucketConfig) -> KvStore:
         """A :class:`KvStore` on the shared connection (bucket created if missing)."""
-        from shipkit.primitives.kv import KvStore
-
         config = bucket if isinstance(bucket, KvBucketConfig) else KvBucketConfig(bucket=bucket)
         return await _cached(self._kv, config.bucket, lambda: KvStore(config, self.connection))
 
     async def objects(self, bucket: str | ObjectStoreConfig) -> ShipObjectStore:
         """A :class:`ShipObjectStore` on the shared connection (bucket created if missing)."""
-        from shipkit.primitives.objects import ShipObjectStore
-
         config = bucket if isinstance(bucket, ObjectStoreConfig) else ObjectStoreConfig(bucket=bucket)
         return await _cached(self._objects, config.bucket, lambda: ShipObjectStore(config, self.connection))
 
@@ -180,7 +161,7 @@ class Runtime:
         if self.state is not RuntimeState.NEW:
             raise ConfigurationError(f"runtime of {self.service.name!r} was already started ({self.state.value})")
         self.state = RuntimeState.STARTING
-        self.service.freeze()
+        close_registrations(self.service)
         try:
             await self._start()
         except BaseException:
@@ -201,7 +182,7 @@ class Runtime:
     async def _start(self) -> None:
         service = self.service
         await self.connection.connect()
-        self._nc = self.connection.client
+        self._client = self.connection.client
         await self._provision()
         if service.lifespan is not None:
             argument = Context(self, service.prefix) if service.lifespan_wants_context else service
@@ -211,8 +192,9 @@ class Runtime:
         await self._start_requests()
         await self._start_messages()
         await self._start_consumers()
-        self.discovery = Discovery(service, self.endpoints, self.instance_id)
-        await self.discovery.start(self.nc)
+        identity = ServiceIdentity(service.name, service.version, service.description, service.metadata)
+        self.discovery = Discovery(identity, self.endpoints, self.instance_id)
+        await self.discovery.start(self.client)
         await self.connection.confirm_sent()  # the server knows every subscription before start() returns
 
     def _call_hook(self, hook: Callable[..., Any]) -> Any:
@@ -239,7 +221,7 @@ class Runtime:
         finally:
             if self._owns_connection:
                 await self.connection.close()
-            self.service.unfreeze()
+            reopen_registrations(self.service)
             self.state = RuntimeState.STOPPED
 
     # -- request handlers ------------------------------------------------------------------------
@@ -256,57 +238,27 @@ class Runtime:
                 spec.signature,
                 max_concurrency=spec.max_concurrency,
                 queue_group=spec.queue,
-                after_success=self._mutation_hook(spec.name, spec.mutation),
+                after_success=mutation_hook(self, service, spec.name, spec.mutation),
+                metadata=spec.metadata,
             )
             self.endpoints.append(endpoint)
             if spec.queue == service.queue_group:
                 shared[spec.name] = endpoint
             else:  # its own queue group: its own subscription, and the catch-all leaves it alone
                 self._subscriptions.append(
-                    await self.nc.subscribe(spec.subject, queue=spec.queue or "", cb=endpoint.handle)
+                    await self.client.subscribe(spec.subject, queue=spec.queue or "", cb=endpoint.handle)
                 )
         separate = {spec.name for spec in service.handlers} - set(shared)
         if not shared and service.default_handler_spec is None and not service.unknown_command_reply:
             return
         if not service.handlers and service.default_handler_spec is None:
             return
-        router = _Router(self, shared, separate)
+        router = Router(self, service, shared, separate)
+        if router.default is not None:
+            self.endpoints.append(router.default)
         self._subscriptions.append(
-            await self.nc.subscribe(f"{service.prefix}.>", queue=service.queue_group or "", cb=router.route)
+            await self.client.subscribe(f"{service.prefix}.>", queue=service.queue_group or "", cb=router.route)
         )
-
-    def _mutation_hook(
-        self, command: str | None, declared: str | MutationCallback | None
-    ) -> Callable[[Msg, Any, Any], Coroutine[Any, Any, None]] | None:
-        """The after-success hook publishing a handler's mutation event (None when it has none).
-
-        ``command=None`` (the default handler) takes the command from the request subject.
-        """
-        service = self.service
-        mutation = declared if declared is not None else service.mutation_callback_func
-        if mutation is None:
-            return None
-        prefix_len = len(service.prefix) + 1
-        core = service.mutation_transport == "core"
-
-        async def publish_mutation(msg: Msg, context: Context | None, result: Any) -> None:
-            if isinstance(mutation, str):
-                event_type, payload = mutation, _jsonable(result)
-            else:
-                produced = mutation(command or msg.subject[prefix_len:], result)
-                if produced is None:
-                    return
-                event_type, payload = produced
-            if core:  # the seed without an event stream: raw payload, fire and forget
-                body = payload if isinstance(payload, bytes) else encode_result(payload)
-                await self.nc.publish(f"{service.event_prefix}.{event_type}", body)
-                return
-            correlation = context.correlation_id if context is not None else None
-            if correlation is None:
-                correlation = (msg.headers or {}).get(CORRELATION_HEADER)
-            await self.emit(event_type, payload, correlation_id=correlation)
-
-        return publish_mutation
 
     # -- other declarations ---------------------------------------------------------------------
 
@@ -322,22 +274,20 @@ class Runtime:
                 queue_group=spec.queue,
             )
             self._subscriptions.append(
-                await self.nc.subscribe(spec.subject, queue=spec.queue or "", cb=endpoint.handle)
+                await self.client.subscribe(spec.subject, queue=spec.queue or "", cb=endpoint.handle)
             )
 
     async def _start_consumers(self) -> None:
         """Durable events, KV watches, channels, then job workers: each returns its stoppers."""
-        from shipkit.service import consumers as _consumers
-
         service = self.service
-        for declared, start in (
-            (service.events, _consumers.start_event_consumers),
-            (service.kv_watches, _consumers.start_kv_watches),
-            (service.channels, _consumers.start_channel_handlers),
-            (service.job_workers, _consumers.start_job_workers),
-        ):
-            if declared:
-                self._stoppers.extend(await start(self))
+        if service.events:
+            self._stoppers.extend(await start_event_consumers(self, service.events))
+        if service.kv_watches:
+            self._stoppers.extend(await start_kv_watches(self, service.kv_watches))
+        if service.channels:
+            self._stoppers.extend(await start_channel_handlers(self, service.agent_name, service.channels))
+        if service.job_workers:
+            self._stoppers.extend(await start_job_workers(self, service.job_queue, service.job_workers))
 
     # -- run and stop -----------------------------------------------------------------------------
 
@@ -378,7 +328,7 @@ class Runtime:
         await self._collect(errors, self._exit_stack.aclose())
         if self._owns_connection:
             await self._collect(errors, self.connection.close())
-        self.service.unfreeze()
+        reopen_registrations(self.service)
         self.state = RuntimeState.STOPPED
         log.info(
             "shutdown.complete",
@@ -436,9 +386,7 @@ class Runtime:
             if isinstance(result, BaseException):
                 log.error("shutdown.consumer_stop_failed", exc_info=result)
             elif isinstance(result, Counts):
-                self.counts.handled += result.handled
-                self.counts.failed += result.failed
-                self.counts.cancelled += result.cancelled
+                self.counts.add(result)
 
     async def _wait_in_flight(self, deadline: float) -> None:
         while self._tasks and not self.force_exit.is_set():
@@ -459,61 +407,6 @@ class Runtime:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-class _Router:
-    """The ``{prefix}.>`` subscription: named handler -> default handler -> 404 UNKNOWN_COMMAND."""
-
-    __slots__ = ("default", "endpoints", "prefix_len", "runtime", "separate", "unknown_reply")
-
-    def __init__(self, runtime: Runtime, endpoints: dict[str, Endpoint], separate: set[str]) -> None:
-        service = runtime.service
-        self.runtime = runtime
-        self.endpoints = endpoints
-        self.separate = separate
-        self.prefix_len = len(service.prefix) + 1
-        self.unknown_reply = service.unknown_command_reply
-        self.default: Endpoint | None = None
-        spec = service.default_handler_spec
-        if spec is not None:
-            signature = Signature("payload", bytes, None, lambda data: data, lambda value: value, False)
-            self.default = Endpoint(
-                runtime,
-                "default",
-                f"{service.prefix}.>",
-                spec.func,
-                signature,
-                max_concurrency=spec.max_concurrency,
-                queue_group=service.queue_group,
-                pass_subject=True,
-                after_success=runtime._mutation_hook(None, None),
-            )
-            runtime.endpoints.append(self.default)
-
-    async def route(self, msg: Msg) -> None:
-        command = msg.subject[self.prefix_len :]
-        endpoint = self.endpoints.get(command)
-        if endpoint is not None:
-            await endpoint.handle(msg)
-        elif command in self.separate:
-            return  # answered by its own subscription
-        elif self.default is not None:
-            await self.default.handle(msg)
-        elif self.unknown_reply and msg.reply:
-            body, headers = error_reply(404, f"UNKNOWN_COMMAND: {command}")
-            await self.runtime.nc.publish(msg.reply, body, headers=headers)
-
-
-def _jsonable(result: Any) -> Any:
-    """A handler's reply as a JSON value for an event payload (JSON bytes/str replies are parsed)."""
-    if result is None:
-        return None
-    if isinstance(result, bytes | str):
-        try:
-            return loads(result)
-        except SerializationError:
-            return result.decode(errors="replace") if isinstance(result, bytes) else result
-    return loads(encode_result(result))
 
 
 async def _as_coroutine(awaitable: Any) -> Any:

@@ -8,6 +8,7 @@ import pytest
 from pydantic import BaseModel
 
 from shipkit import ConfigurationError, Context, InvalidNameError, Service, ShipEvent
+from shipkit.service.app import close_registrations
 
 
 class Item(BaseModel):
@@ -99,9 +100,9 @@ def test_context_parameter_is_recognised_by_annotation_or_name() -> None:
 
 
 def test_registration_after_start_is_refused() -> None:
-    """A frozen (running) service refuses new handlers, saying why."""
+    """A running service (registrations closed by its runtime) refuses new handlers, saying why."""
     service = Service("svc")
-    service.freeze()
+    close_registrations(service)
 
     async def handler() -> None: ...
 

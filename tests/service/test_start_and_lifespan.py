@@ -23,7 +23,7 @@ async def test_lifespan_taking_context_reaches_the_service_connection(
     async def lifespan(ctx: Context) -> AsyncIterator[None]:
         store = await ctx.kv("lifespan_state")
         await store.put("phase", "started")
-        seen.append(f"enter:{ctx.runtime.service.name}:{ctx.connection is shipkit_connection}")
+        seen.append(f"enter:{ctx.service_name}:{ctx.connection is shipkit_connection}")
         yield
         await store.put("phase", "stopped")
         seen.append("exit")
