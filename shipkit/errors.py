@@ -6,7 +6,11 @@ Every failure a user can catch derives from :class:`ShipkitError`; exceptions fr
 
     ShipkitError
     ├── ConfigurationError            bad spec, duplicate registration, bad option
-    │   └── InvalidNameError          empty name, wildcard/dot/space where none belongs (also ValueError)
+    │   ├── InvalidNameError          empty name, wildcard/dot/space where none belongs (also ValueError)
+    │   ├── ImportFromStringError     ``MODULE:ATTR`` cannot be imported or names no Service
+    │   └── ScaffoldError             ``shipkit new`` cannot generate the project
+    │       └── FilesExistError       it would overwrite files (nothing was written)
+    ├── NatsServerError               the embedded nats-server cannot be found, started or stopped
     ├── NatsConnectionError           cannot reach or talk to the server
     │   └── NotConnectedError         a primitive used before connect() / after close()
     ├── NatsTimeoutError              an operation timed out (also builtin TimeoutError)
@@ -21,6 +25,8 @@ Every failure a user can catch derives from :class:`ShipkitError`; exceptions fr
     ├── KeyNotFoundError              a KV key that must exist does not (also KeyError)
     ├── ObjectNotFoundError           an object that must exist does not
     ├── ChecksumMismatchError         an object's bytes do not match its stored SHA-256
+    ├── JobStateError                 a job is not in a state that allows the operation
+    │   └── LeaseLostError            this process no longer holds the job (taken over, cancelled, gone)
     └── ServiceError                  a request-reply handler's error, with a numeric code
 
 ``get`` of a missing key or object returns ``None``; every other failure raises one of these.
@@ -28,8 +34,9 @@ Every failure a user can catch derives from :class:`ShipkitError`; exceptions fr
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import nats.errors as _nats_errors
 import nats.js.errors as _js_errors
@@ -38,16 +45,22 @@ __all__ = [
     "BucketNotFoundError",
     "ChecksumMismatchError",
     "ConfigurationError",
+    "FilesExistError",
+    "ImportFromStringError",
     "InvalidNameError",
     "JetStreamError",
+    "JobStateError",
     "KeyNotFoundError",
+    "LeaseLostError",
     "NatsConnectionError",
+    "NatsServerError",
     "NatsTimeoutError",
     "NotConnectedError",
     "ObjectNotFoundError",
     "PayloadTooLargeError",
     "ProvisioningError",
     "RevisionConflictError",
+    "ScaffoldError",
     "SerializationError",
     "ServiceError",
     "ShipkitError",
@@ -68,6 +81,34 @@ class ConfigurationError(ShipkitError):
 
 class InvalidNameError(ConfigurationError, ValueError):
     """A subject token, stream, bucket, consumer or key name is not allowed where it is used."""
+
+
+class ImportFromStringError(ConfigurationError):
+    """``MODULE:ATTR`` could not be imported or does not name a Service."""
+
+
+class ScaffoldError(ConfigurationError):
+    """A project cannot be generated: bad name, unknown template, or a broken template."""
+
+
+class FilesExistError(ScaffoldError):
+    """Generating would overwrite existing files; nothing was written.
+
+    Attributes:
+        paths: the files that already exist.
+    """
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        shown = ", ".join(str(p) for p in paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+        super().__init__(
+            f"refusing to overwrite {len(paths)} existing file(s): {shown}. "
+            "Choose another --directory or remove them; nothing was written."
+        )
+        self.paths = list(paths)
+
+
+class NatsServerError(ShipkitError):
+    """The embedded server could not be found, started or stopped."""
 
 
 class NatsConnectionError(ShipkitError):
@@ -137,6 +178,15 @@ class ObjectNotFoundError(ShipkitError):
 
 class ChecksumMismatchError(ShipkitError):
     """An object's bytes do not match the SHA-256 stored with it."""
+
+
+class JobStateError(ShipkitError):
+    """The operation is not allowed in the job's current state (e.g. ``complete`` of a queued job)."""
+
+
+class LeaseLostError(JobStateError):
+    """This process's hold on a running job ended: another worker took it over after the lease
+    expired, or the record changed under it. Its result is not recorded."""
 
 
 class ServiceError(ShipkitError):

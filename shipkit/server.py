@@ -28,16 +28,12 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from shipkit.errors import ConfigurationError, ShipkitError
+from shipkit.errors import ConfigurationError, NatsServerError
 
-__all__ = ["NatsServer", "NatsServerError", "find_nats_server"]
+__all__ = ["NatsServer", "find_nats_server"]
 
 _LISTEN_RE = re.compile(r"Listening for client connections on (\S+):(\d+)")
 _READY_RE = re.compile(r"Server is ready")
-
-
-class NatsServerError(ShipkitError):
-    """The embedded server could not be found, started or stopped."""
 
 
 def find_nats_server(explicit: str | os.PathLike[str] | None = None) -> Path:

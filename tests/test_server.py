@@ -14,8 +14,8 @@ import pytest
 from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 
-from shipkit.errors import ConfigurationError, ShipkitError
-from shipkit.server import NatsServer, NatsServerError, find_nats_server
+from shipkit.errors import ConfigurationError, NatsServerError, ShipkitError
+from shipkit.server import NatsServer, find_nats_server
 
 URL_RE = re.compile(r"^nats://127\.0\.0\.1:(\d+)$")
 

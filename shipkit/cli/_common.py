@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, NoReturn
 
 import click
 
-from shipkit.errors import ShipkitError
-from shipkit.service.importer import ImportFromStringError, load_service
+from shipkit.errors import ImportFromStringError, ShipkitError
+from shipkit.service.importer import load_service
 
 if TYPE_CHECKING:
     from shipkit.service.app import Service

@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from shipkit.cli._common import EXIT_USAGE
-from shipkit.cli.scaffold import ScaffoldError, create_project, project_context
+from shipkit.cli.scaffold import create_project, project_context
+from shipkit.errors import ScaffoldError
 
 __all__ = ["new_command"]
 

@@ -21,13 +21,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from shipkit.errors import ConfigurationError
+from shipkit.errors import FilesExistError, ScaffoldError
 
 __all__ = [
     "TEMPLATE_SUFFIX",
-    "FilesExistError",
     "PlannedFile",
-    "ScaffoldError",
     "available_templates",
     "create_project",
     "plan_project",
@@ -44,26 +42,6 @@ _PLACEHOLDER_RE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 _SKIPPED = frozenset({"__pycache__", ".DS_Store"})
 _RESERVED_PACKAGES = frozenset({"shipkit", "tests", "test", "nats", "pydantic", "click", "structlog"})
-
-
-class ScaffoldError(ConfigurationError):
-    """A project cannot be generated: bad name, unknown template, or a broken template."""
-
-
-class FilesExistError(ScaffoldError):
-    """Generating would overwrite existing files; nothing was written.
-
-    Attributes:
-        paths: the files that already exist.
-    """
-
-    def __init__(self, paths: list[Path]) -> None:
-        shown = ", ".join(str(p) for p in paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
-        super().__init__(
-            f"refusing to overwrite {len(paths)} existing file(s): {shown}. "
-            "Choose another --directory or remove them; nothing was written."
-        )
-        self.paths = paths
 
 
 @dataclass(frozen=True, slots=True)

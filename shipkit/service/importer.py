@@ -8,14 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shipkit.errors import ConfigurationError
+from shipkit.errors import ImportFromStringError
 from shipkit.service.app import Service
 
-__all__ = ["ImportFromStringError", "load_service"]
-
-
-class ImportFromStringError(ConfigurationError):
-    """``MODULE:ATTR`` could not be imported or does not name a Service."""
+__all__ = ["load_service"]
 
 
 def _import_module(module_name: str) -> Any:

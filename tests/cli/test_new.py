@@ -12,14 +12,8 @@ from apps.cli_process import SHIPKIT_CLI, child_env, run_cli
 from click.testing import CliRunner
 
 from shipkit.cli.new import new_command
-from shipkit.cli.scaffold import (
-    FilesExistError,
-    ScaffoldError,
-    available_templates,
-    create_project,
-    render,
-    templates_dir,
-)
+from shipkit.cli.scaffold import available_templates, create_project, render, templates_dir
+from shipkit.errors import FilesExistError, ScaffoldError
 
 TEMPLATES = ["service", "agent", "worker"]
 EXPECTED_FILES = {

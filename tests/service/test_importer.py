@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from shipkit import Service
-from shipkit.service.importer import ImportFromStringError, load_service
+from shipkit.errors import ImportFromStringError
+from shipkit.service.importer import load_service
 
 WriteModule = Callable[[str, str], Path]
 
