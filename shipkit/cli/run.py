@@ -1,7 +1,7 @@
 """``shipkit run`` and ``shipkit inspect``: run a service, or describe what it will use.
 
 Each command parses and converts its options, then calls one library function
-(:func:`shipkit.service.runner.run`, :meth:`shipkit.Service.describe`, :func:`shipkit.cli.scaffold.create_project`),
+(:func:`shipkit.service.runner.run`, :func:`shipkit.service.description.describe`, :func:`shipkit.cli.scaffold.create_project`),
 so a script and the CLI behave the same. Exit codes:
 
 - ``0``: clean exit (for ``run``: after a graceful shutdown);
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 import click
 
 from shipkit.cli._common import app_dir_option, load_service_or_exit, startup_failure, target_argument
+from shipkit.service.description import describe
 
 if TYPE_CHECKING:
     from shipkit.logging import LogFormat
@@ -129,7 +130,7 @@ def inspect_command(target: str, app_dir: Path | None, as_json: bool) -> None:
     from shipkit.logging import configure_logging
 
     configure_logging("warning", "console")  # log lines of the imported module go to stderr, not the output
-    description = load_service_or_exit(target, app_dir, show_traceback=False).describe()
+    description = describe(load_service_or_exit(target, app_dir, show_traceback=False))
     if as_json:
         click.echo(json.dumps(description, indent=2))
     else:
@@ -137,7 +138,7 @@ def inspect_command(target: str, app_dir: Path | None, as_json: bool) -> None:
 
 
 def _describe_lines(d: dict[str, Any]) -> list[str]:
-    """The human-readable form of :meth:`Service.describe`: one section per kind, columns aligned."""
+    """The human-readable form of :func:`describe`: one section per kind, columns aligned."""
 
     def queue(value: object) -> str:
         return f"queue={value}" if value else "queue=- (every instance)"

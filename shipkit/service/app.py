@@ -10,6 +10,10 @@ time; :class:`~shipkit.service.runtime.Runtime` reads it and does the work::
 
     @service.on_event("item.*")
     async def audit(event: ShipEvent) -> None: ...
+
+Why this module is over 450 lines: :class:`Service` is the one registry users read, and every kind
+of declaration is an ``add_*`` method (validation, spec) plus its decorator (sugar, the documented
+options). Splitting the class across mixins would scatter that one API over several files.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Literal, TypeVar, get_type_hints
+from typing import Any, Literal, TypeVar
 
 from shipkit._names import (
     sanitize_consumer_name,
@@ -43,6 +47,8 @@ from shipkit.service.specs import (
     KvWatchSpec,
     MessageSpec,
     MutationCallback,
+    check_version,
+    takes_context,
 )
 
 __all__ = ["Lifespan", "Service", "close_registrations", "reopen_registrations"]
@@ -50,36 +56,9 @@ __all__ = ["Lifespan", "Service", "close_registrations", "reopen_registrations"]
 F = TypeVar("F", bound=Callable[..., Coroutine[Any, Any, Any]])
 H = TypeVar("H", bound=Callable[..., Awaitable[None]])
 Lifespan = Callable[[Any], AbstractAsyncContextManager[Any]]
+_UNSET: Any = object()
 """``lifespan(service)`` or ``lifespan(ctx: Context)`` -> an async context manager entered at start
 (after connecting and provisioning, before any message is taken) and exited at shutdown."""
-
-_SEMVER_CHARS = frozenset("0123456789.-+abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-_UNSET: Any = object()
-
-
-def _check_version(version: str) -> str:
-    core = version.split("-", 1)[0].split("+", 1)[0].split(".")
-    if len(core) != 3 or not all(part.isdigit() for part in core) or not set(version) <= _SEMVER_CHARS:
-        raise ConfigurationError(f"service version {version!r} must be SemVer, like '1.2.3'")
-    return version
-
-
-def _takes_context(func: Callable[..., Any]) -> bool:
-    """True when ``func``'s first parameter is annotated :class:`Context` or named ``ctx``/``context``."""
-    try:
-        params = list(inspect.signature(func).parameters.values())
-    except (TypeError, ValueError):  # a builtin or C callable: nothing to inspect
-        return False
-    if not params:
-        return False
-    try:
-        hints = get_type_hints(func)
-    except Exception:  # unresolvable annotations (TYPE_CHECKING imports): decide on the name
-        hints = {}
-    annotation = hints.get(params[0].name)
-    if isinstance(annotation, type) and issubclass(annotation, Context):
-        return True
-    return annotation is None and params[0].name in ("ctx", "context")
 
 
 def _stream_name_for(prefix: str) -> str:
@@ -132,7 +111,7 @@ class Service:
         job_queue: str = "jobs",
     ) -> None:
         self.name = validate_service_name(name)
-        self.version = _check_version(version)
+        self.version = check_version(version)
         self.description = description
         self.prefix = validate_subject(prefix if prefix is not None else name, "service prefix")
         self.event_prefix = validate_subject(event_prefix or "ship.events", "event prefix")
@@ -145,7 +124,7 @@ class Service:
         self.agent_name = agent_name or name
         self.metadata = dict(metadata or {})
         self.lifespan = lifespan
-        self.lifespan_wants_context = lifespan is not None and _takes_context(lifespan)
+        self.lifespan_wants_context = lifespan is not None and takes_context(lifespan, Context)
         self.graceful_timeout_s = graceful_timeout_s
         self.unknown_command_reply = unknown_command_reply
         if mutation_transport not in ("jetstream", "core"):
@@ -528,43 +507,6 @@ class Service:
         from shipkit.service.runner import run
 
         run(self, nats_url=nats_url, **options)
-
-    def describe(self) -> dict[str, Any]:
-        """What the service will use: subjects, streams, consumers, buckets (``shipkit inspect``)."""
-        return {
-            "name": self.name,
-            "version": self.version,
-            "prefix": self.prefix,
-            "handlers": [
-                {
-                    "name": h.name,
-                    "subject": h.subject,
-                    "queue": h.queue,
-                    "mutation": h.mutation if isinstance(h.mutation, str) or h.mutation is None else "<callback>",
-                }
-                for h in self.handlers
-            ],
-            "default_handler": self.default_handler_spec is not None,
-            "events": [
-                {"pattern": e.pattern, "durable": e.durable, "filter": e.filter_subject, "stream": e.stream.name}
-                for e in self.events
-            ],
-            "kv_watches": [{"bucket": w.bucket.bucket, "key": w.key} for w in self.kv_watches],
-            "messages": [{"subject": m.subject, "queue": m.queue} for m in self.messages],
-            "channels": [{"channel": c.channel, "replay_history": c.replay_history} for c in self.channels],
-            "job_workers": [j.worker for j in self.job_workers],
-            "streams": sorted(self.streams_used()),
-            "buckets": sorted({w.bucket.bucket for w in self.kv_watches}),
-        }
-
-    def streams_used(self) -> set[str]:
-        """Names of the streams the service needs."""
-        names = {e.stream.name for e in self.events}
-        if self.channels:
-            names.add("CHANNELS")
-        if self.publishes_durable_mutations:
-            names.add(self.event_stream.name)
-        return names
 
     @property
     def publishes_durable_mutations(self) -> bool:

@@ -6,11 +6,13 @@ the runtime only reads them. Tests can build specs directly, without decorators.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_type_hints
 
 from shipkit.config import KvBucketConfig, StreamConfig
+from shipkit.errors import ConfigurationError
 from shipkit.service.codec import Signature
 
 __all__ = [
@@ -22,6 +24,8 @@ __all__ = [
     "KvWatchSpec",
     "MessageSpec",
     "MutationCallback",
+    "check_version",
+    "takes_context",
 ]
 
 QUEUE_GROUP_DEFAULT = "q"
@@ -125,3 +129,32 @@ class ChannelSpec:
     signature: Signature
     replay_history: bool = False
     wants_message: bool = True
+
+
+_SEMVER_CHARS = frozenset("0123456789.-+abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def check_version(version: str) -> str:
+    """``version`` if it is SemVer (``1.2.3``, ``1.2.3-rc.1+build``), else :class:`ConfigurationError`."""
+    core = version.split("-", 1)[0].split("+", 1)[0].split(".")
+    if len(core) != 3 or not all(part.isdigit() for part in core) or not set(version) <= _SEMVER_CHARS:
+        raise ConfigurationError(f"service version {version!r} must be SemVer, like '1.2.3'")
+    return version
+
+
+def takes_context(func: Callable[..., Any], context_type: type) -> bool:
+    """True when ``func``'s first parameter is annotated ``context_type`` or named ``ctx``/``context``."""
+    try:
+        params = list(inspect.signature(func).parameters.values())
+    except (TypeError, ValueError):  # a builtin or C callable: nothing to inspect
+        return False
+    if not params:
+        return False
+    try:
+        hints = get_type_hints(func)
+    except Exception:  # unresolvable annotations (TYPE_CHECKING imports): decide on the name
+        hints = {}
+    annotation = hints.get(params[0].name)
+    if isinstance(annotation, type) and issubclass(annotation, context_type):
+        return True
+    return annotation is None and params[0].name in ("ctx", "context")

@@ -29,7 +29,7 @@ def test_text_lists_every_subject_stream_and_bucket(tmp_path: Path) -> None:
 
 
 def test_json_is_the_service_description(tmp_path: Path) -> None:
-    """`--json` prints `Service.describe()` as one JSON document on stdout."""
+    """`--json` prints `describe(service)` as one JSON document on stdout."""
     result = run_cli("inspect", "cli_inspect", "--json", "--app-dir", str(APPS_DIR), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     described = json.loads(result.stdout)

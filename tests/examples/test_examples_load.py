@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from shipkit.service.description import describe
 from shipkit.service.importer import load_service
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -38,7 +39,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 )
 def test_example_target_loads(target: str, expected: dict[str, Any]) -> None:
     """``MODULE:service`` imports from the repository root and describes the declared subjects and resources."""
-    described = load_service(target, app_dir=REPO_ROOT).describe()
+    described = describe(load_service(target, app_dir=REPO_ROOT))
     assert described["name"] == expected["name"]
     if "handlers" in expected:
         assert [h["subject"] for h in described["handlers"]] == expected["handlers"]

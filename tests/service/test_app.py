@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from shipkit import ConfigurationError, Context, InvalidNameError, Service, ShipEvent
 from shipkit.service.app import close_registrations
+from shipkit.service.description import describe
 
 
 class Item(BaseModel):
@@ -156,7 +157,7 @@ def test_describe_lists_subjects_streams_and_buckets() -> None:
     @service.kv_watch("ship_config")
     async def on_config(value: Any) -> None: ...
 
-    described = service.describe()
+    described = describe(service)
     assert described["handlers"][0] == {
         "name": "create",
         "subject": "kanban.create",
