@@ -1,11 +1,11 @@
 """``shipkit run`` and ``shipkit inspect``: run a service, or describe what it will use.
 
 Each command parses and converts its options, then calls one library function
-(:func:`shipkit.service.runner.run`, :func:`shipkit.service.description.describe`, :func:`shipkit.cli.scaffold.create_project`),
-so a script and the CLI behave the same. Exit codes:
+(:func:`shipkit.service.runner.run`, :func:`shipkit.service.description.describe`), so a script
+and the CLI behave the same. Exit codes:
 
-- ``0``: clean exit (for ``run``: after a graceful shutdown);
-- ``2``: usage error (bad option, unknown template, a file ``new`` would overwrite);
+- ``0``: clean exit (after a graceful shutdown);
+- ``2``: usage error (bad option);
 - ``3``: startup failure (the service cannot be imported, the server is unreachable, a stream
   is missing under ``--verify`` ...): one line on stderr; the traceback with ``--log-level debug``.
 """
