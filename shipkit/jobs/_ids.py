@@ -36,11 +36,6 @@ def validate_job_id(job_id: str) -> str:
     return job_id
 
 
-def job_key(job_id: str) -> str:
-    """The KV key of a job record."""
-    return f"job.{job_id}"
-
-
 def idempotency_digest(key: str) -> str:
     """A KV-key-safe digest of a caller's idempotency key (which may hold any characters)."""
     return hashlib.sha256(key.encode()).hexdigest()[:40]

@@ -21,14 +21,14 @@ class ResultStore:
 
     def __init__(
         self,
-        manager: ConnectionManager,
+        connection: ConnectionManager,
         layout: QueueLayout,
         *,
         inline_max_bytes: int,
         storage: StorageType,
         replicas: int,
     ) -> None:
-        self._manager = manager
+        self.connection = connection
         self._layout = layout
         self._inline_max = inline_max_bytes
         self._config = ObjectStoreConfig(
@@ -43,7 +43,7 @@ class ResultStore:
         data = dumps(result)
         if len(data) <= self._inline_max:
             return pydantic_core.from_json(data), None  # the JSON value, as json.loads, faster
-        bucket = await self._manager.ensure_object_store(self._config)
+        bucket = await self.connection.ensure_object_store(self._config)
         with translate_nats_errors(f"put result {self._config.bucket}/{job_id}"):
             await bucket.put(job_id, data)
         digest = hashlib.sha256(data).hexdigest()
@@ -51,7 +51,7 @@ class ResultStore:
 
     async def fetch(self, job_id: str, ref: ResultRef) -> Any:
         """A stored result, checked against its SHA-256."""
-        bucket = await self._manager.ensure_object_store(self._config)
+        bucket = await self.connection.ensure_object_store(self._config)
         with translate_nats_errors(f"get result {ref.bucket}/{ref.name}"):
             try:
                 found = await bucket.get(ref.name)
