@@ -30,20 +30,20 @@ from collections.abc import Callable
 
 import structlog
 
+import shipkit.jobs._transitions as step
 from shipkit._publish import PipelinedPublisher
 from shipkit.config import StorageType, StreamConfig
 from shipkit.connection import ConnectionManager
 from shipkit.errors import KeyNotFoundError, RevisionConflictError, ShipkitError, translate_nats_errors
-from shipkit.jobs import _transitions as step
 from shipkit.jobs._dispatch_stream import DispatchStream
 from shipkit.jobs._events import Announcer
 from shipkit.jobs._holder import Holder
-from shipkit.jobs._ids import validate_job_id
+from shipkit.jobs._ids import IdAllocator, validate_job_id
 from shipkit.jobs._layout import QueueLayout
 from shipkit.jobs._lease import LeaseKeeper
 from shipkit.jobs._results import ResultStore
 from shipkit.jobs._retry import TRANSIENT_ERRORS
-from shipkit.jobs._store import ADJUST, NEW, Counters, IdAllocator, JobStore
+from shipkit.jobs._store import ADJUST, NEW, Counters, JobStore
 from shipkit.jobs.errors import JobStateError
 from shipkit.jobs.models import Backoff, Job, JobCounts, JobState, now_ms
 
@@ -95,7 +95,7 @@ class JobEngine:
         self.counters = Counters(
             connection, layout, self.publisher, owner=self.instance_id, storage=storage, replicas=replicas
         )
-        self.ids = IdAllocator(self.counters, self.store, layout.prefix)
+        self.ids = IdAllocator(self.counters, self.store, layout)
         self.dispatch = DispatchStream(connection, layout, self.publisher, storage=storage, replicas=replicas)
         self.announcer = Announcer(
             self.publisher,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from shipkit._names import (
@@ -10,7 +11,17 @@ from shipkit._names import (
     validate_subject,
     validate_token,
 )
-from shipkit.jobs._ids import validate_prefix
+from shipkit.errors import InvalidNameError
+
+# Job ids are "{prefix}-{n}": the prefix may not hold the "-" that separates the number.
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+def validate_prefix(prefix: str) -> str:
+    """An id prefix: letters, digits and ``_`` (the ``-`` separates it from the number)."""
+    if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix):
+        raise InvalidNameError(f"job id prefix {prefix!r} must match [A-Za-z0-9_]+")
+    return prefix
 
 
 @dataclass(frozen=True, slots=True)

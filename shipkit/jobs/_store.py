@@ -23,7 +23,6 @@ from shipkit._publish import PipelinedPublisher
 from shipkit.config import KvBucketConfig, StorageType
 from shipkit.connection import ConnectionManager
 from shipkit.errors import RevisionConflictError, SerializationError, translate_nats_errors
-from shipkit.jobs._ids import format_id, idempotency_digest
 from shipkit.jobs._layout import QueueLayout
 from shipkit.jobs.models import Job, JobCounts, JobState
 
@@ -154,23 +153,13 @@ class JobStore:
         ack = await self._publisher.publish(subject, data, headers=headers)
         return int(ack["seq"])
 
-    async def idempotent_id(self, key: str) -> str | None:
-        """The job id recorded for an idempotency key, if any."""
-        subject = self._layout.idem_subject(idempotency_digest(key))
-        found = await _js.direct_get_last(self._publisher, self._layout.kv_stream, subject)
-        return found[0].decode() if found is not None else None
+    async def get_last(self, subject: str) -> tuple[bytes, int] | None:
+        """The value on one of the bucket's subjects and its revision; None when there is none."""
+        return await _js.direct_get_last(self._publisher, self._layout.kv_stream, subject)
 
-    async def claim_idempotency_key(self, key: str, job_id: str) -> str:
-        """Record ``key -> job_id`` unless the key is taken; return the id the key maps to."""
-        subject = self._layout.idem_subject(idempotency_digest(key))
-        try:
-            await self._put(subject, job_id.encode(), expected=0)
-        except RevisionConflictError:
-            existing = await self.idempotent_id(key)
-            if existing is not None:
-                return existing
-            raise
-        return job_id
+    async def create_key(self, subject: str, data: bytes) -> int:
+        """Write a value on a subject that must be new; :class:`RevisionConflictError` when it is taken."""
+        return await self._put(subject, data, expected=0)
 
     async def scan(self) -> AsyncIterator[Job]:
         """Every job record, by an ordered consumer over the bucket (one pass, no per-key requests)."""
@@ -335,41 +324,3 @@ class Counters:
             if source in per_state:
                 per_state[JobState(source)] -= value
         return JobCounts(**{state.value: count for state, count in per_state.items()})
-
-
-class IdAllocator:
-    """Job ids from the counter: single, in blocks, or bound once to an idempotency key."""
-
-    def __init__(self, counters: Counters, store: JobStore, prefix: str) -> None:
-        self._counters = counters
-        self._store = store
-        self._prefix = prefix
-
-    async def next(self) -> str:
-        """A fresh id."""
-        number = await self._counters.next_ids()
-        if number is None:  # pragma: no cover - only a Nats-Msg-Id makes the counter report a duplicate
-            raise RevisionConflictError("id counter reported a duplicate reservation")
-        return format_id(self._prefix, number)
-
-    async def block(self, count: int) -> list[str]:
-        """``count`` consecutive fresh ids (one counter increment)."""
-        last = await self._counters.next_ids(count)
-        if last is None:  # pragma: no cover - see next()
-            raise RevisionConflictError("id counter reported a duplicate reservation")
-        return [format_id(self._prefix, last - count + 1 + i) for i in range(count)]
-
-    async def for_key(self, key: str) -> str:
-        """The id bound to an idempotency key: the existing one, or a fresh id bound now."""
-        existing = await self._store.idempotent_id(key)
-        if existing is not None:
-            return existing
-        number = await self._counters.next_ids(msg_id=f"idem.{idempotency_digest(key)}")
-        if number is None:  # a concurrent submit with this key reserved an id: wait for its binding
-            for _ in range(50):
-                existing = await self._store.idempotent_id(key)
-                if existing is not None:
-                    return existing
-                await asyncio.sleep(0.1)
-            return await self._store.claim_idempotency_key(key, await self.next())  # that submitter died
-        return await self._store.claim_idempotency_key(key, format_id(self._prefix, number))
