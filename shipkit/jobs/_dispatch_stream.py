@@ -23,7 +23,6 @@ from nats.js import api
 from shipkit import _jetstream as _js
 from shipkit._json import loads
 from shipkit._publish import PipelinedPublisher
-from shipkit.config import StorageType
 from shipkit.connection import ConnectionManager
 from shipkit.errors import SerializationError, translate_nats_errors
 from shipkit.jobs._layout import QueueLayout
@@ -101,9 +100,6 @@ class DispatchStream:
         connection: ConnectionManager,
         layout: QueueLayout,
         publisher: PipelinedPublisher,
-        *,
-        storage: StorageType,
-        replicas: int,
     ) -> None:
         self.connection = connection
         self._layout = layout
@@ -115,8 +111,8 @@ class DispatchStream:
             description=f"shipkit job dispatch of queue {layout.name}",
             subjects=[f"{prefix}.dispatch.>", f"{prefix}.sched.>", f"{prefix}.cron.>"],
             retention=api.RetentionPolicy.WORK_QUEUE,
-            storage=api.StorageType(storage),
-            num_replicas=replicas,
+            storage=api.StorageType(layout.storage),
+            num_replicas=layout.replicas,
             allow_msg_schedules=True,
             allow_direct=True,
             duplicate_window=120.0,

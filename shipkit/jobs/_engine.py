@@ -32,7 +32,7 @@ import structlog
 
 import shipkit.jobs._transitions as step
 from shipkit._publish import PipelinedPublisher
-from shipkit.config import StorageType, StreamConfig
+from shipkit.config import StreamConfig
 from shipkit.connection import ConnectionManager
 from shipkit.errors import KeyNotFoundError, RevisionConflictError, ShipkitError, translate_nats_errors
 from shipkit.jobs._dispatch_stream import DispatchStream
@@ -62,12 +62,11 @@ class JobEngine:
 
     Args:
         connection: the connection manager (not closed here).
-        layout: the queue's NATS names.
+        layout: the queue's NATS names (and the storage of what it creates).
         max_attempts / backoff: the queue's defaults for jobs and workers that set none.
         events: the event-bus stream to provision, or None when events are off.
         event_prefix / source: where ``job.*`` events go and their ``source``.
         result_inline_max_bytes: larger results go to the object store.
-        storage / replicas: of the streams and buckets the engine creates.
     """
 
     def __init__(
@@ -81,8 +80,6 @@ class JobEngine:
         event_prefix: str,
         source: str,
         result_inline_max_bytes: int,
-        storage: StorageType,
-        replicas: int,
     ) -> None:
         self.connection = connection
         self.layout = layout
@@ -91,12 +88,10 @@ class JobEngine:
         self.instance_id = _instance_id()
         self._events_stream = events
         self.publisher = PipelinedPublisher(connection)
-        self.store = JobStore(connection, layout, self.publisher, storage=storage, replicas=replicas)
-        self.counters = Counters(
-            connection, layout, self.publisher, owner=self.instance_id, storage=storage, replicas=replicas
-        )
+        self.store = JobStore(connection, layout, self.publisher)
+        self.counters = Counters(connection, layout, self.publisher, owner=self.instance_id)
         self.ids = IdAllocator(self.counters, self.store, layout)
-        self.dispatch = DispatchStream(connection, layout, self.publisher, storage=storage, replicas=replicas)
+        self.dispatch = DispatchStream(connection, layout, self.publisher)
         self.announcer = Announcer(
             self.publisher,
             self.counters,
@@ -106,9 +101,7 @@ class JobEngine:
             source=source,
         )
         self.leases = LeaseKeeper(connection, self.store, layout.cancel_filter)
-        self.results = ResultStore(
-            connection, layout, inline_max_bytes=result_inline_max_bytes, storage=storage, replicas=replicas
-        )
+        self.results = ResultStore(connection, layout, inline_max_bytes=result_inline_max_bytes)
         self.holder = Holder(
             store=self.store,
             ids=self.ids,

@@ -9,7 +9,7 @@ import nats.js.errors as js_errors
 import pydantic_core
 
 from shipkit._json import dumps, loads
-from shipkit.config import ObjectStoreConfig, StorageType
+from shipkit.config import ObjectStoreConfig
 from shipkit.connection import ConnectionManager
 from shipkit.errors import ChecksumMismatchError, ObjectNotFoundError, translate_nats_errors
 from shipkit.jobs._layout import QueueLayout
@@ -25,8 +25,6 @@ class ResultStore:
         layout: QueueLayout,
         *,
         inline_max_bytes: int,
-        storage: StorageType,
-        replicas: int,
     ) -> None:
         self.connection = connection
         self._layout = layout
@@ -34,8 +32,8 @@ class ResultStore:
         self._config = ObjectStoreConfig(
             bucket=layout.results_bucket,
             description=f"large job results of queue {layout.name}",
-            storage=storage,
-            replicas=replicas,
+            storage=layout.storage,
+            replicas=layout.replicas,
         )
 
     async def store(self, job_id: str, result: Any) -> tuple[Any, ResultRef | None]:

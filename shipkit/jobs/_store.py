@@ -20,7 +20,7 @@ from nats.js import api
 
 from shipkit import _jetstream as _js
 from shipkit._publish import PipelinedPublisher
-from shipkit.config import KvBucketConfig, StorageType
+from shipkit.config import KvBucketConfig
 from shipkit.connection import ConnectionManager
 from shipkit.errors import RevisionConflictError, SerializationError, translate_nats_errors
 from shipkit.jobs._layout import QueueLayout
@@ -62,9 +62,6 @@ class JobStore:
         connection: ConnectionManager,
         layout: QueueLayout,
         publisher: PipelinedPublisher,
-        *,
-        storage: StorageType,
-        replicas: int,
     ) -> None:
         self.connection = connection
         self._layout = layout
@@ -72,8 +69,8 @@ class JobStore:
         self._bucket = KvBucketConfig(
             bucket=layout.bucket,
             history=1,
-            storage=storage,
-            replicas=replicas,
+            storage=layout.storage,
+            replicas=layout.replicas,
             description=f"shipkit job records of queue {layout.name}",
         )
 
@@ -207,8 +204,6 @@ class Counters:
         publisher: PipelinedPublisher,
         *,
         owner: str,
-        storage: StorageType,
-        replicas: int,
     ) -> None:
         self.connection = connection
         self._layout = layout
@@ -225,8 +220,8 @@ class Counters:
             allow_msg_counter=True,
             allow_direct=True,
             max_msgs_per_subject=1,
-            storage=api.StorageType(storage),
-            num_replicas=replicas,
+            storage=api.StorageType(layout.storage),
+            num_replicas=layout.replicas,
             duplicate_window=120.0,
         )
 

@@ -95,7 +95,7 @@ class JobQueue(Generic[P], ConnectionOwner):
             raise ConfigurationError("JobQueue: lease_s must be > 0, max_attempts >= 1, result_inline_max_bytes >= 0")
         validate_subject(event_prefix, "event prefix")
         super().__init__(connection)
-        self.layout = QueueLayout.build(name, prefix, subject_prefix)
+        self.layout = QueueLayout.build(name, prefix, subject_prefix, storage=storage, replicas=replicas)
         self._payload_adapter: TypeAdapter[P] | None = TypeAdapter(payload_type) if payload_type else None
         self.lease_s = lease_s
         self.engine = JobEngine(
@@ -107,8 +107,6 @@ class JobQueue(Generic[P], ConnectionOwner):
             event_prefix=event_prefix,
             source=source,
             result_inline_max_bytes=result_inline_max_bytes,
-            storage=storage,
-            replicas=replicas,
         )
         self._started = False
 
