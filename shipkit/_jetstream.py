@@ -1,9 +1,11 @@
-"""Thin JetStream helpers the job queue needs beyond nats-py's conveniences.
+"""Thin JetStream helpers beyond nats-py's conveniences, shared by the primitives and the jobs.
 
-Direct gets and compare-and-set publishes on the KV subjects (one round trip each, headers
-under our control), batch "last message per subject" reads for the counters, and stream
-provisioning for the features nats-py's ``StreamConfig`` carries but shipkit's does not
-(work-queue retention with message schedules, counter streams).
+Header names and control-message statuses, direct gets (one round trip each, headers under
+our control), batch "last message per subject" reads, pull requests on the raw
+``$JS.API.CONSUMER.MSG.NEXT`` subject, and stream provisioning for the features nats-py's
+``StreamConfig`` carries but shipkit's does not (work-queue retention with message schedules,
+counter streams). The pipelined publisher lives next door in :mod:`shipkit._publish`; JetStream
+API error codes live in the error table of :mod:`shipkit.errors`.
 """
 
 from __future__ import annotations
@@ -43,6 +45,20 @@ class Requester(Protocol):
 EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 MSG_ID = "Nats-Msg-Id"
 KV_OPERATION = "KV-Operation"
+STATUS = "Status"
+DESCRIPTION = "Description"
+
+# Statuses of JetStream control messages (headers only, no body).
+STATUS_NO_MESSAGES = "404"  # a pull or direct get found nothing
+STATUS_REQUEST_EXPIRED = "408"  # a pull request's expiry passed unfilled
+STATUS_NO_RESPONDERS = "503"  # no stream answered (missing, allow_direct off, or restarting)
+STATUS_END_OF_BATCH = "204"
+PULL_ENDED = frozenset({STATUS_NO_MESSAGES, STATUS_REQUEST_EXPIRED})  # a pull that simply got nothing
+
+
+def pull_next_subject(stream: str, consumer: str) -> str:
+    """The API subject a pull request for ``stream``'s consumer ``consumer`` is published to."""
+    return f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
 
 
 def status_of(msg: Msg) -> str | None:
@@ -50,7 +66,7 @@ def status_of(msg: Msg) -> str | None:
     headers = msg.headers
     if not headers or msg.data:
         return None
-    status = headers.get("Status")
+    status = headers.get(STATUS)
     return str(status) if status else None
 
 
@@ -58,15 +74,15 @@ async def direct_get_last(requester: Requester, stream: str, subject: str) -> tu
     """The last message on ``subject`` and its stream sequence; None when there is none or it is a delete."""
     msg = await requester.request(f"$JS.API.DIRECT.GET.{stream}.{subject}", b"")
     headers = msg.headers or {}
-    status = headers.get("Status")
-    if status == "404":
+    status = headers.get(STATUS)
+    if status == STATUS_NO_MESSAGES:
         return None
-    if status == "503":
+    if status == STATUS_NO_RESPONDERS:
         raise StreamNotFoundError(
             f"direct get {stream} {subject}: no stream answered (allow_direct off, or restarting)"
         )
     if status:
-        raise JetStreamError(f"direct get {stream} {subject}: status {status} {headers.get('Description', '')}")
+        raise JetStreamError(f"direct get {stream} {subject}: status {status} {headers.get(DESCRIPTION, '')}")
     if headers.get(KV_OPERATION) in ("DEL", "PURGE"):
         return None
     return msg.data, int(headers["Nats-Sequence"])
@@ -101,9 +117,35 @@ async def multi_last(nc: Client, stream: str, subject_filter: str, timeout_s: fl
                 raise NatsTimeoutError(f"batch get {stream} {subject_filter}: timed out") from None
         finally:
             await sub.unsubscribe()
-    if status not in ("204", "404"):
+    if status not in (STATUS_END_OF_BATCH, STATUS_NO_MESSAGES):
         raise JetStreamError(f"batch get {stream} {subject_filter}: status {status}")
     return found
+
+
+async def pull_next(nc: Client, stream: str, consumer: str, request: bytes, timeout_s: float) -> Msg | None:
+    """One pull request (``request``: its JSON body) for one message; None when the server had none.
+
+    Raises:
+        NatsTimeoutError: the server did not answer within ``timeout_s``.
+        JetStreamError: the server answered with an error status.
+    """
+    inbox = nc.new_inbox()
+    with translate_nats_errors(f"pull {stream}/{consumer}"):
+        sub = await nc.subscribe(inbox)
+        try:
+            await nc.publish(pull_next_subject(stream, consumer), request, reply=inbox)
+            try:
+                msg = await sub.next_msg(timeout=timeout_s)
+            except TimeoutError:
+                raise NatsTimeoutError(f"pull {consumer}: no answer from the server") from None
+        finally:
+            await sub.unsubscribe()
+    status = status_of(msg)
+    if status is None:
+        return msg
+    if status in PULL_ENDED:
+        return None
+    raise JetStreamError(f"pull {consumer}: status {status} {(msg.headers or {}).get(DESCRIPTION, '')}")
 
 
 async def ensure_raw_stream(manager: ConnectionManager, config: api.StreamConfig, required: dict[str, Any]) -> None:

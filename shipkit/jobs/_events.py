@@ -1,7 +1,7 @@
 """Announcing transitions: the state counters and the ``job.*`` events on the event bus.
 
 Both are posted after the record's compare-and-set succeeded (the record is the truth) through
-the :class:`~shipkit.jobs._publisher.Publisher`: a job never waits for them, and a post the
+the :class:`~shipkit._publish.PipelinedPublisher`: a job never waits for them, and a post the
 server did not confirm (a restart) is re-sent under the same ``Nats-Msg-Id`` (events: derived
 from the record revision the transition wrote; counters: per coalesced increment), so nothing
 is counted or announced twice.
@@ -16,8 +16,8 @@ from pydantic import TypeAdapter
 from pydantic_core import PydanticSerializationError
 
 from shipkit import _jetstream as _js
+from shipkit._publish import PipelinedPublisher
 from shipkit.errors import SerializationError
-from shipkit.jobs._publisher import Publisher
 from shipkit.jobs._store import Counters
 from shipkit.jobs.models import Job
 from shipkit.models import utc_now_iso
@@ -75,7 +75,7 @@ class Announcer:
 
     def __init__(
         self,
-        publisher: Publisher,
+        publisher: PipelinedPublisher,
         counters: Counters,
         *,
         queue: str,
@@ -88,7 +88,6 @@ class Announcer:
         self._queue = queue
         self._events = events
         self._event_prefix = event_prefix
-        self._source = source
         self._encoder = EventEncoder(source)
         self._subjects = {event_type: f"{event_prefix}.{event_type}" for event_type in EVENT_TYPES}
 

@@ -16,21 +16,21 @@ import structlog
 from nats.aio.msg import Msg
 from pydantic import ValidationError
 
+import shipkit.jobs._transitions as step
+from shipkit._publish import PipelinedPublisher
 from shipkit.errors import ConfigurationError, RevisionConflictError, SerializationError, translate_nats_errors
-from shipkit.jobs import _transitions as step
-from shipkit.jobs._dispatch import DispatchBody
+from shipkit.jobs._dispatch_stream import DispatchBody
 from shipkit.jobs._events import Announcer
+from shipkit.jobs._ids import IdAllocator
 from shipkit.jobs._lease import Lease, LeaseKeeper
-from shipkit.jobs._publisher import Publisher
 from shipkit.jobs._results import ResultStore
-from shipkit.jobs._store import NEW, IdAllocator, JobStore
+from shipkit.jobs._store import NEW, JobStore
 from shipkit.jobs.errors import LeaseLostError
 from shipkit.jobs.models import Backoff, Job, JobState, now_ms
 from shipkit.jobs.schedule import Schedule
 
 log = structlog.get_logger(__name__)
 
-CAS_ATTEMPTS = 32
 _ANNOUNCED_MAX = 10_000
 
 
@@ -45,7 +45,7 @@ class Holder:
         results: ResultStore,
         announcer: Announcer,
         keeper: LeaseKeeper,
-        publisher: Publisher,
+        publisher: PipelinedPublisher,
         instance_id: str,
         default_max_attempts: int,
     ) -> None:
@@ -56,7 +56,7 @@ class Holder:
         self._keeper = keeper
         self._publisher = publisher
         self.instance_id = instance_id
-        self._default_max_attempts = default_max_attempts
+        self.default_max_attempts = default_max_attempts
         # Claims (job id, attempt, dispatch message) this process announced and has not settled
         # yet, so a claim resumed after a lost settlement is not counted twice.
         self._announced: dict[tuple[str, int, int | None], None] = {}
@@ -79,42 +79,38 @@ class Holder:
             return None
         if body.job_id is None:  # pragma: no cover - decode() returns an id or a schedule
             return None
+        seq = msg.metadata.sequence.stream
         redelivered = msg.metadata.num_delivered > 1
-        job: Job | None = body.job
-        revision: int | None = body.revision
-        for _ in range(CAS_ATTEMPTS):
-            if job is None or revision is None:
-                found = await self._store.get(body.job_id)
-                if found is None:
-                    log.warning("job.dispatch_orphan", job_id=body.job_id, subject=msg.subject)
-                    await self._settle_msg(msg, "term")
-                    return None
-                job, revision = found
-            seq = msg.metadata.sequence.stream
-            new = step.claim(
+        now = now_ms()
+
+        def claim(job: Job) -> Job | None:
+            return step.claim(
                 job,
                 dispatch=body.dispatch,
                 dispatch_seq=seq,
                 redelivered=redelivered,
                 owner=self.instance_id,
                 default_max_attempts=default_max_attempts,
-                now=now_ms(),
+                now=now,
             )
-            if new is None:  # stale: finished, superseded, or a duplicate of a held job
-                await self._settle_msg(msg, "ack")
-                return None
-            if new is job:  # our own earlier claim of this message landed: resume it
-                held = self._keeper.get(job.id)
-                if held is not None and held.job.dispatch_seq == seq:
-                    return None  # a redelivery of a message this process is already running
-                return await self._claimed(job.claimed_from or JobState.QUEUED, job, revision, msg, lease_s)
-            try:
-                new_revision = await self._store.cas(new, revision)
-            except RevisionConflictError:
-                job = revision = None
-                continue
-            return await self._claimed(job.state, new, new_revision, msg, lease_s)
-        raise RevisionConflictError(f"claim {body.job_id}: the record kept changing")
+
+        known = (body.job, body.revision) if body.job is not None and body.revision is not None else None
+        written = await self._store.update(body.job_id, claim, known=known)
+        if written is None:
+            log.warning("job.dispatch_orphan", job_id=body.job_id, subject=msg.subject)
+            await self._settle_msg(msg, "term")
+            return None
+        job = written.after
+        if job is None:  # stale: finished, superseded, or a duplicate of a held job
+            await self._settle_msg(msg, "ack")
+            return None
+        if written.changed:
+            return await self._claimed(written.before.state, job, written.revision, msg, lease_s)
+        # Our own earlier claim of this message landed: resume it.
+        held = self._keeper.get(job.id)
+        if held is not None and held.job.dispatch_seq == seq:
+            return None  # a redelivery of a message this process is already running
+        return await self._claimed(job.claimed_from or JobState.QUEUED, job, written.revision, msg, lease_s)
 
     async def _claimed(self, before: JobState, job: Job, revision: int, msg: Msg, lease_s: float) -> Lease | None:
         """Hold a job just claimed (or settle the message of a job the claim ended)."""
@@ -168,27 +164,27 @@ class Holder:
 
     async def write(self, lease: Lease, change: Callable[[Job], Job]) -> Job:
         """Compare-and-set a held job; on a conflict re-read and re-apply while it is still ours."""
-        for _ in range(CAS_ATTEMPTS):
-            new = change(lease.job)
-            try:
-                lease.revision = await self._store.cas(new, lease.revision)
-            except RevisionConflictError:
-                found = await self._store.get(lease.job.id)
-                if found is not None and found[0] == new:  # our write landed; its answer was lost
-                    lease.job, lease.revision = found
-                    return new
-                if found is None or not lease.owns(found[0]):
-                    self._keeper.discard(lease)
-                    self._announced.pop(_claim_key(lease.job), None)
-                    lease.signal("lost")
-                    raise LeaseLostError(
-                        f"job {lease.job.id}: attempt {lease.attempt} is no longer held here"
-                    ) from None
-                lease.job, lease.revision = found
-                continue
-            lease.job = new
-            return new
-        raise RevisionConflictError(f"job {lease.job.id}: the record kept changing")
+
+        def still_ours(job: Job) -> Job:
+            if job is not lease.job and not lease.owns(job):
+                raise LeaseLostError(f"job {lease.job.id}: attempt {lease.attempt} is no longer held here")
+            return change(job)
+
+        try:
+            written = await self._store.update(lease.job.id, still_ours, known=(lease.job, lease.revision))
+        except LeaseLostError:
+            self._lose(lease)
+            raise
+        if written is None or written.after is None:
+            self._lose(lease)
+            raise LeaseLostError(f"job {lease.job.id}: attempt {lease.attempt} is no longer held here")
+        lease.job, lease.revision = written.after, written.revision
+        return written.after
+
+    def _lose(self, lease: Lease) -> None:
+        self._keeper.discard(lease)
+        self._announced.pop(_claim_key(lease.job), None)
+        lease.signal("lost")
 
     async def _finish(
         self,
@@ -240,7 +236,7 @@ class Holder:
             return await self._finish(
                 lease, lambda j: step.failed(j, error=error, now=at), "job.failed", "term", error=error
             )
-        if lease.job.attempt >= (lease.job.max_attempts or self._default_max_attempts):
+        if step.exhausted(lease.job, self.default_max_attempts):
             return await self.dead(lease, error, now=at)
         delay = backoff.delay_s(lease.job.attempt) if delay_s is None else delay_s
         return await self._finish(
@@ -271,13 +267,17 @@ class Holder:
         if not 0.0 <= fraction <= 1.0:
             raise ConfigurationError(f"progress must be between 0 and 1, got {fraction}")
         now = now_ms()
-        job = await self.write(lease, lambda j: j.evolve(progress=fraction, progress_message=message, updated_at=now))
-        with translate_nats_errors(f"renew lease {job.id}"):
-            await lease.msg.in_progress()
+        job = await self.write(lease, lambda j: step.progressed(j, fraction=fraction, message=message, now=now))
+        await self.heartbeat(lease)
         await self._announcer.transition(
             JobState.RUNNING.value, job, lease.revision, "job.progress", progress=fraction, message=message
         )
         return job
+
+    async def heartbeat(self, lease: Lease) -> None:
+        """Renew the lease now (the server restarts the message's ``ack_wait`` clock)."""
+        with translate_nats_errors(f"renew lease {lease.job.id}"):
+            await lease.msg.in_progress()
 
     async def _settle_msg(self, msg: Msg, how: str, delay_s: float = 0.0) -> None:
         """Ack, nak (with delay) or term a dispatch message unless it was settled already.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from shipkit._names import (
@@ -10,7 +11,18 @@ from shipkit._names import (
     validate_subject,
     validate_token,
 )
-from shipkit.jobs._ids import validate_prefix
+from shipkit.config import StorageType
+from shipkit.errors import InvalidNameError
+
+# Job ids are "{prefix}-{n}": the prefix may not hold the "-" that separates the number.
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+def validate_prefix(prefix: str) -> str:
+    """An id prefix: letters, digits and ``_`` (the ``-`` separates it from the number)."""
+    if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix):
+        raise InvalidNameError(f"job id prefix {prefix!r} must match [A-Za-z0-9_]+")
+    return prefix
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,15 +42,19 @@ class QueueLayout:
     name: str
     prefix: str
     subject_prefix: str
+    storage: StorageType = "file"  # of every stream and bucket the queue creates
+    replicas: int = 1
 
     @classmethod
-    def build(cls, name: str, prefix: str, subject_prefix: str | None) -> QueueLayout:
+    def build(
+        cls, name: str, prefix: str, subject_prefix: str | None, *, storage: StorageType = "file", replicas: int = 1
+    ) -> QueueLayout:
         """Validate the inputs and derive the layout."""
         validate_bucket_name(name, "job queue name")
         validate_prefix(prefix)
         subjects = subject_prefix or f"ship.jobs.{name}"
         validate_subject(subjects, "job subject prefix")
-        return cls(name=name, prefix=prefix, subject_prefix=subjects)
+        return cls(name=name, prefix=prefix, subject_prefix=subjects, storage=storage, replicas=replicas)
 
     @property
     def bucket(self) -> str:

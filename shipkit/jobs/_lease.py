@@ -79,8 +79,8 @@ class Lease:
 class LeaseKeeper:
     """Renews this process's leases and relays cancellations to their holders."""
 
-    def __init__(self, manager: ConnectionManager, store: JobStore, cancel_filter: str) -> None:
-        self._manager = manager
+    def __init__(self, connection: ConnectionManager, store: JobStore, cancel_filter: str) -> None:
+        self.connection = connection
         self._store = store
         self._cancel_filter = cancel_filter
         self._leases: dict[str, Lease] = {}
@@ -114,7 +114,7 @@ class LeaseKeeper:
         if self._task is not None:
             return
         with translate_nats_errors(f"subscribe {self._cancel_filter}"):
-            self._sub = await self._manager.client.subscribe(self._cancel_filter, cb=self._on_cancel_notice)
+            self._sub = await self.connection.client.subscribe(self._cancel_filter, cb=self._on_cancel_notice)
         self._task = asyncio.create_task(self._run(), name="shipkit-job-leases")
 
     async def stop(self) -> None:
@@ -125,7 +125,7 @@ class LeaseKeeper:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         sub, self._sub = self._sub, None
-        if sub is not None and self._manager.is_connected:
+        if sub is not None and self.connection.is_connected:
             with contextlib.suppress(ShipkitError), translate_nats_errors("unsubscribe cancel notices"):
                 await sub.unsubscribe()
 

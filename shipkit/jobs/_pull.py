@@ -40,7 +40,7 @@ class Puller:
     """Feeds ``on_message`` at most ``capacity`` messages at a time from one pull consumer.
 
     Args:
-        manager: the connection.
+        connection: the connection manager.
         stream / consumer: the pull consumer to read.
         capacity: the number of slots.
         on_message: called (synchronously) with each message; the slot is taken until
@@ -50,7 +50,7 @@ class Puller:
 
     def __init__(
         self,
-        manager: ConnectionManager,
+        connection: ConnectionManager,
         stream: str,
         consumer: str,
         capacity: int,
@@ -58,8 +58,8 @@ class Puller:
         *,
         expires_s: float = 5.0,
     ) -> None:
-        self._manager = manager
-        self._api_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self.connection = connection
+        self._api_subject = _js.pull_next_subject(stream, consumer)
         self._capacity = capacity
         self._on_message = on_message
         self._expires_s = expires_s
@@ -134,12 +134,12 @@ class Puller:
 
     def _reconnects(self) -> int:
         try:
-            return int(self._manager.client.stats["reconnects"])
+            return int(self.connection.client.stats["reconnects"])
         except ShipkitError:  # not connected right now
             return -1
 
     async def _request(self, batch: int) -> None:
-        nc = self._manager.client
+        nc = self.connection.client
         request = _Request(batch)
         inbox = nc.new_inbox()
 
@@ -161,9 +161,9 @@ class Puller:
 
     async def _deliver(self, request: _Request, msg: Msg) -> None:
         if _js.status_of(msg) is not None:
-            status = (msg.headers or {}).get("Status")
-            if status not in ("404", "408"):
-                log.debug("job.pull_status", status=status, reason=(msg.headers or {}).get("Description"))
+            status = (msg.headers or {}).get(_js.STATUS)
+            if status not in _js.PULL_ENDED:
+                log.debug("job.pull_status", status=status, reason=(msg.headers or {}).get(_js.DESCRIPTION))
             self._close(request)
             return
         if request.done or self._stopping or self._busy >= self._capacity:
@@ -200,7 +200,7 @@ class Puller:
         self._wake.set()
 
     async def _unsubscribe(self, sub: Subscription) -> None:
-        if not self._manager.is_connected:
+        if not self.connection.is_connected:
             return
         try:
             with translate_nats_errors("unsubscribe pull inbox"):

@@ -9,7 +9,7 @@ import nats.js.errors as js_errors
 import pydantic_core
 
 from shipkit._json import dumps, loads
-from shipkit.config import ObjectStoreConfig, StorageType
+from shipkit.config import ObjectStoreConfig
 from shipkit.connection import ConnectionManager
 from shipkit.errors import ChecksumMismatchError, ObjectNotFoundError, translate_nats_errors
 from shipkit.jobs._layout import QueueLayout
@@ -21,21 +21,19 @@ class ResultStore:
 
     def __init__(
         self,
-        manager: ConnectionManager,
+        connection: ConnectionManager,
         layout: QueueLayout,
         *,
         inline_max_bytes: int,
-        storage: StorageType,
-        replicas: int,
     ) -> None:
-        self._manager = manager
+        self.connection = connection
         self._layout = layout
         self._inline_max = inline_max_bytes
         self._config = ObjectStoreConfig(
             bucket=layout.results_bucket,
             description=f"large job results of queue {layout.name}",
-            storage=storage,
-            replicas=replicas,
+            storage=layout.storage,
+            replicas=layout.replicas,
         )
 
     async def store(self, job_id: str, result: Any) -> tuple[Any, ResultRef | None]:
@@ -43,7 +41,7 @@ class ResultStore:
         data = dumps(result)
         if len(data) <= self._inline_max:
             return pydantic_core.from_json(data), None  # the JSON value, as json.loads, faster
-        bucket = await self._manager.ensure_object_store(self._config)
+        bucket = await self.connection.ensure_object_store(self._config)
         with translate_nats_errors(f"put result {self._config.bucket}/{job_id}"):
             await bucket.put(job_id, data)
         digest = hashlib.sha256(data).hexdigest()
@@ -51,7 +49,7 @@ class ResultStore:
 
     async def fetch(self, job_id: str, ref: ResultRef) -> Any:
         """A stored result, checked against its SHA-256."""
-        bucket = await self._manager.ensure_object_store(self._config)
+        bucket = await self.connection.ensure_object_store(self._config)
         with translate_nats_errors(f"get result {ref.bucket}/{ref.name}"):
             try:
                 found = await bucket.get(ref.name)

@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import NamedTuple
 
 import structlog
 from nats.js import api
 
 from shipkit import _jetstream as _js
-from shipkit.config import KvBucketConfig, StorageType
+from shipkit._publish import PipelinedPublisher
+from shipkit.config import KvBucketConfig
 from shipkit.connection import ConnectionManager
 from shipkit.errors import RevisionConflictError, SerializationError, translate_nats_errors
-from shipkit.jobs._ids import format_id, idempotency_digest
 from shipkit.jobs._layout import QueueLayout
-from shipkit.jobs._publisher import Publisher
 from shipkit.jobs.models import Job, JobCounts, JobState
 
 log = structlog.get_logger(__name__)
@@ -31,6 +31,27 @@ log = structlog.get_logger(__name__)
 COALESCE_S = 0.02  # how long counter increments are gathered before they are posted
 NEW = "new"  # the pseudo-state a submit comes from
 ADJUST = "adjust"  # the pseudo-state recount corrections come from
+CAS_ATTEMPTS = 32  # compare-and-set tries before a record that keeps changing is an error
+
+
+class Written(NamedTuple):
+    """What :meth:`JobStore.update` did: the record it started from and the one it left.
+
+    Attributes:
+        before: the record the change was applied to.
+        after: the record now stored (``before`` itself when there was nothing to write), or
+            None when the change declined to touch the record.
+        revision: the KV revision holding ``after`` (``before``'s when nothing was written).
+    """
+
+    before: Job
+    after: Job | None
+    revision: int
+
+    @property
+    def changed(self) -> bool:
+        """True when this update wrote a new record."""
+        return self.after is not None and self.after is not self.before
 
 
 class JobStore:
@@ -38,31 +59,28 @@ class JobStore:
 
     def __init__(
         self,
-        manager: ConnectionManager,
+        connection: ConnectionManager,
         layout: QueueLayout,
-        publisher: Publisher,
-        *,
-        storage: StorageType,
-        replicas: int,
+        publisher: PipelinedPublisher,
     ) -> None:
-        self._manager = manager
+        self.connection = connection
         self._layout = layout
         self._publisher = publisher
         self._bucket = KvBucketConfig(
             bucket=layout.bucket,
             history=1,
-            storage=storage,
-            replicas=replicas,
+            storage=layout.storage,
+            replicas=layout.replicas,
             description=f"shipkit job records of queue {layout.name}",
         )
 
     async def provision(self) -> None:
         """Create the bucket when missing."""
-        await self._manager.ensure_kv_bucket(self._bucket)
+        await self.connection.ensure_kv_bucket(self._bucket)
 
     @property
     def _timeout_s(self) -> float:
-        return self._manager.config.request_timeout_s
+        return self.connection.config.request_timeout_s
 
     async def get(self, job_id: str) -> tuple[Job, int] | None:
         """The record and its revision, or None when there is no such job."""
@@ -95,32 +113,54 @@ class JobStore:
         """Replace the record if it is still at ``revision``; return the new revision."""
         return await self._put(self._layout.record_subject(job.id), job.to_json(), expected=revision)
 
+    async def update(
+        self, job_id: str, change: Callable[[Job], Job | None], *, known: tuple[Job, int] | None = None
+    ) -> Written | None:
+        """Apply ``change`` to the record by compare-and-set, re-reading and re-applying on a conflict.
+
+        The one compare-and-set loop of the queue. ``change`` returns the new record, the record
+        it got (nothing to write) or None (leave it alone); it may raise to refuse. ``known`` is
+        a record and revision the caller has already (a dispatch message's copy, a lease), tried
+        before reading. A conflict whose re-read shows exactly what this update wrote means the
+        write landed and only its answer was lost (timestamps are fixed by the caller, so a
+        retried call writes the same record): that counts as written. None when there is no
+        such record.
+
+        Raises:
+            RevisionConflictError: the record kept changing for ``CAS_ATTEMPTS`` tries.
+        """
+        found = known if known is not None else await self.get(job_id)
+        for _ in range(CAS_ATTEMPTS):
+            if found is None:
+                return None
+            job, revision = found
+            new = change(job)
+            if new is None or new is job:
+                return Written(job, new, revision)
+            try:
+                return Written(job, new, await self.cas(new, revision))
+            except RevisionConflictError:
+                found = await self.get(job_id)
+                if found is not None and found[0] == new:
+                    return Written(job, new, found[1])
+        raise RevisionConflictError(f"job {job_id}: the record kept changing")
+
     async def _put(self, subject: str, data: bytes, *, expected: int) -> int:
         headers = {_js.EXPECTED_LAST_SUBJECT_SEQ: str(expected)}
         ack = await self._publisher.publish(subject, data, headers=headers)
         return int(ack["seq"])
 
-    async def idempotent_id(self, key: str) -> str | None:
-        """The job id recorded for an idempotency key, if any."""
-        subject = self._layout.idem_subject(idempotency_digest(key))
-        found = await _js.direct_get_last(self._publisher, self._layout.kv_stream, subject)
-        return found[0].decode() if found is not None else None
+    async def get_last(self, subject: str) -> tuple[bytes, int] | None:
+        """The value on one of the bucket's subjects and its revision; None when there is none."""
+        return await _js.direct_get_last(self._publisher, self._layout.kv_stream, subject)
 
-    async def claim_idempotency_key(self, key: str, job_id: str) -> str:
-        """Record ``key -> job_id`` unless the key is taken; return the id the key maps to."""
-        subject = self._layout.idem_subject(idempotency_digest(key))
-        try:
-            await self._put(subject, job_id.encode(), expected=0)
-        except RevisionConflictError:
-            existing = await self.idempotent_id(key)
-            if existing is not None:
-                return existing
-            raise
-        return job_id
+    async def create_key(self, subject: str, data: bytes) -> int:
+        """Write a value on a subject that must be new; :class:`RevisionConflictError` when it is taken."""
+        return await self._put(subject, data, expected=0)
 
     async def scan(self) -> AsyncIterator[Job]:
         """Every job record, by an ordered consumer over the bucket (one pass, no per-key requests)."""
-        js = self._manager.jetstream
+        js = self.connection.jetstream
         queue: asyncio.Queue[Job | None] = asyncio.Queue()
         subject = self._layout.record_subject("*")
 
@@ -159,15 +199,13 @@ class Counters:
 
     def __init__(
         self,
-        manager: ConnectionManager,
+        connection: ConnectionManager,
         layout: QueueLayout,
-        publisher: Publisher,
+        publisher: PipelinedPublisher,
         *,
         owner: str,
-        storage: StorageType,
-        replicas: int,
     ) -> None:
-        self._manager = manager
+        self.connection = connection
         self._layout = layout
         self._publisher = publisher
         self._owner = owner
@@ -182,14 +220,14 @@ class Counters:
             allow_msg_counter=True,
             allow_direct=True,
             max_msgs_per_subject=1,
-            storage=api.StorageType(storage),
-            num_replicas=replicas,
+            storage=api.StorageType(layout.storage),
+            num_replicas=layout.replicas,
             duplicate_window=120.0,
         )
 
     async def provision(self) -> None:
         """Create the counter stream when missing."""
-        await _js.ensure_raw_stream(self._manager, self._config, {"allow_msg_counter": True})
+        await _js.ensure_raw_stream(self.connection, self._config, {"allow_msg_counter": True})
 
     async def next_ids(self, count: int = 1, *, msg_id: str | None = None) -> int | None:
         """Reserve ``count`` ids; return the last one (the block is ``last-count+1 .. last``).
@@ -257,10 +295,10 @@ class Counters:
     async def transitions(self) -> dict[tuple[str, str], int]:
         """Every transition counter: ``{(from, to): count}``."""
         raw = await _js.multi_last(
-            self._manager.client,
+            self.connection.client,
             self._layout.counter_stream,
             self._layout.count_filter,
-            self._manager.config.request_timeout_s,
+            self.connection.config.request_timeout_s,
         )
         skip = len(self._layout.count_filter) - 1  # "{prefix}.count." is what precedes from.to
         counts: dict[tuple[str, str], int] = {}
@@ -281,41 +319,3 @@ class Counters:
             if source in per_state:
                 per_state[JobState(source)] -= value
         return JobCounts(**{state.value: count for state, count in per_state.items()})
-
-
-class IdAllocator:
-    """Job ids from the counter: single, in blocks, or bound once to an idempotency key."""
-
-    def __init__(self, counters: Counters, store: JobStore, prefix: str) -> None:
-        self._counters = counters
-        self._store = store
-        self._prefix = prefix
-
-    async def next(self) -> str:
-        """A fresh id."""
-        number = await self._counters.next_ids()
-        if number is None:  # pragma: no cover - only a Nats-Msg-Id makes the counter report a duplicate
-            raise RevisionConflictError("id counter reported a duplicate reservation")
-        return format_id(self._prefix, number)
-
-    async def block(self, count: int) -> list[str]:
-        """``count`` consecutive fresh ids (one counter increment)."""
-        last = await self._counters.next_ids(count)
-        if last is None:  # pragma: no cover - see next()
-            raise RevisionConflictError("id counter reported a duplicate reservation")
-        return [format_id(self._prefix, last - count + 1 + i) for i in range(count)]
-
-    async def for_key(self, key: str) -> str:
-        """The id bound to an idempotency key: the existing one, or a fresh id bound now."""
-        existing = await self._store.idempotent_id(key)
-        if existing is not None:
-            return existing
-        number = await self._counters.next_ids(msg_id=f"idem.{idempotency_digest(key)}")
-        if number is None:  # a concurrent submit with this key reserved an id: wait for its binding
-            for _ in range(50):
-                existing = await self._store.idempotent_id(key)
-                if existing is not None:
-                    return existing
-                await asyncio.sleep(0.1)
-            return await self._store.claim_idempotency_key(key, await self.next())  # that submitter died
-        return await self._store.claim_idempotency_key(key, format_id(self._prefix, number))

@@ -1,7 +1,8 @@
 """The state machine as pure functions: each takes a record and returns the next one.
 
-No I/O here: the queue applies the result with a compare-and-set and announces it. Timestamps
-are passed in, so a retried compare-and-set writes exactly the same record::
+No I/O here: the engine applies the result with a compare-and-set and announces it. Timestamps
+are passed in, so a retried compare-and-set writes exactly the same record. A transition an
+operation does not allow in the record's state raises :class:`JobStateError`::
 
     (submit) -> scheduled -> queued -> running -> complete
                      \\          ^   \\   |  \\-> queued (retry after backoff / given back)
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from shipkit.jobs.errors import JobStateError
 from shipkit.jobs.models import Job, JobState, ResultRef
 
 CLAIMABLE = frozenset({JobState.SCHEDULED, JobState.QUEUED})
@@ -73,11 +75,28 @@ def claim(
     lost = f"lease expired: worker {job.claimed_by} stopped renewing it during attempt {job.attempt}"
     if job.cancel_requested:
         return cancelled(job, now=now)
-    if job.attempt >= (job.max_attempts or default_max_attempts):
+    if exhausted(job, default_max_attempts):
         return dead(job, error=lost, now=now)
     return start(
         job, owner=owner, default_max_attempts=default_max_attempts, now=now, dispatch_seq=dispatch_seq, last_error=lost
     )
+
+
+def exhausted(job: Job, default_max_attempts: int) -> bool:
+    """True when the job's current attempt is its last one."""
+    return job.attempt >= (job.max_attempts or default_max_attempts)
+
+
+def require_running(job: Job, action: str) -> Job:
+    """``job`` itself if it is running; else :class:`JobStateError` (``action``: what was refused)."""
+    if job.state is not JobState.RUNNING:
+        raise JobStateError(f"cannot {action} job {job.id}: it is {job.state.value}, not running")
+    return job
+
+
+def progressed(job: Job, *, fraction: float, message: str | None, now: int) -> Job:
+    """The holder reports progress on its running attempt."""
+    return job.evolve(progress=fraction, progress_message=message, updated_at=now)
 
 
 def complete(job: Job, *, result: Any, result_ref: ResultRef | None, now: int) -> Job:
@@ -118,8 +137,31 @@ def given_back(job: Job, *, now: int) -> Job:
     )
 
 
+def cancel_requested(job: Job, *, now: int) -> Job:
+    """An operator's cancel: waiting jobs are cancelled at once, a running one is flagged for its holder."""
+    if job.is_finished:
+        raise JobStateError(f"job {job.id} already finished ({job.state.value}); nothing to cancel")
+    if job.state is JobState.RUNNING:
+        return job if job.cancel_requested else job.evolve(cancel_requested=True, updated_at=now)
+    return cancelled(job, now=now)
+
+
+def failed_elsewhere(job: Job, *, error: str, default_max_attempts: int, now: int) -> Job:
+    """A retryable failure reported for a job held by another process: dead, or re-dispatched.
+
+    Its held message cannot be returned from here, so the job goes back to ``queued`` under a
+    new dispatch generation (the held message becomes stale).
+    """
+    require_running(job, "fail")
+    if exhausted(job, default_max_attempts):
+        return dead(job, error=error, now=now)
+    return redispatched(job.evolve(last_error=error), now=now)
+
+
 def requeued(job: Job, *, now: int) -> Job:
     """A finished failure requeued by hand: fresh attempts, new dispatch generation, last error kept."""
+    if job.state not in RETRYABLE:
+        raise JobStateError(f"job {job.id} is {job.state.value}; only failed, dead or cancelled jobs retry")
     return job.evolve(
         state=JobState.QUEUED,
         attempt=0,

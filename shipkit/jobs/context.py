@@ -11,13 +11,9 @@ Declare a parameter named ``job`` or annotated ``JobContext`` to receive it::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
+from shipkit.jobs._holder import Holder
 from shipkit.jobs._lease import Lease
 from shipkit.jobs.models import Job
-
-if TYPE_CHECKING:
-    from shipkit.jobs.queue import JobQueue
 
 __all__ = ["JobContext"]
 
@@ -28,12 +24,17 @@ class JobContext:
     The lease is renewed automatically while the handler runs; ``progress`` also renews it.
     When the job is cancelled (or the worker shuts down, or the attempt times out) the
     handler's task is cancelled; ``cancelled`` tells code that checks cooperatively.
+
+    Args:
+        holder: the engine part that settles the jobs this process holds (the worker passes its
+            queue's ``engine.holder``).
+        lease: the held job.
     """
 
-    __slots__ = ("_lease", "_queue")
+    __slots__ = ("_holder", "_lease")
 
-    def __init__(self, queue: JobQueue[Any], lease: Lease) -> None:
-        self._queue = queue
+    def __init__(self, holder: Holder, lease: Lease) -> None:
+        self._holder = holder
         self._lease = lease
 
     @property
@@ -59,7 +60,7 @@ class JobContext:
     @property
     def max_attempts(self) -> int:
         """Attempts the job gets in all."""
-        return self._lease.job.max_attempts or self._queue.max_attempts
+        return self._lease.job.max_attempts or self._holder.default_max_attempts
 
     @property
     def cancelled(self) -> bool:
@@ -77,11 +78,11 @@ class JobContext:
         Raises:
             LeaseLostError: the job is no longer held by this worker.
         """
-        await self._queue._holder.progress(self._lease, fraction, message)
+        await self._holder.progress(self._lease, fraction, message)
 
     async def heartbeat(self) -> None:
         """Renew the lease now (only needed if the event loop is blocked for long stretches)."""
-        await self._queue.heartbeat(self.id)
+        await self._holder.heartbeat(self._lease)
 
     def __repr__(self) -> str:
         return f"JobContext(id={self.id!r}, worker={self.worker!r}, attempt={self.attempt})"

@@ -88,6 +88,7 @@ class JobWorker:
     def __init__(self, queue: JobQueue[Any], spec: JobWorkerSpec, *, pull_expires_s: float = 5.0) -> None:
         self.queue = queue
         self.spec = spec
+        self._engine = queue.engine  # what this worker runs on; it touches nothing else of the queue
         self._pull_expires_s = pull_expires_s
         self._puller: Puller | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -112,7 +113,7 @@ class JobWorker:
         if self._puller is not None:
             return
         await self.queue.connect()
-        consumer = await self.queue._dispatcher.ensure_consumer(self.spec.worker, self.spec.lease_s)
+        consumer = await self._engine.dispatch.ensure_consumer(self.spec.worker, self.spec.lease_s)
         self._stopping = False
         self._puller = Puller(
             self.queue.connection,
@@ -185,7 +186,7 @@ class JobWorker:
                     # Settled leases are gone already. One left here was not settled (its write got
                     # no answer in time, or failed): stop renewing it, so the server redelivers the
                     # message after the lease and the job is resumed or retried, never left running.
-                    self.queue._keeper.discard(lease)
+                    self._engine.leases.discard(lease)
         except ShipkitError as exc:  # unsettled: the message comes back after its lease
             log.error("job.claim_failed", worker=self.spec.worker, subject=msg.subject, error=str(exc))
         except Exception:  # a bug: log it, the message comes back after its lease
@@ -200,7 +201,7 @@ class JobWorker:
 
         async def attempt() -> None:
             found.append(
-                await self.queue._holder.claim(msg, lease_s=self.spec.lease_s, default_max_attempts=self._max_attempts)
+                await self._engine.holder.claim(msg, lease_s=self.spec.lease_s, default_max_attempts=self._max_attempts)
             )
 
         await retry_transient(f"claim {msg.subject}", attempt, self.spec.lease_s / 2)
@@ -214,7 +215,7 @@ class JobWorker:
             return _Outcome("dead", f"payload does not match {_type_name(self.spec.payload_type)}: {_summary(exc)}")
         if self._stopping:
             return _Outcome("shutdown")
-        context = JobContext(self.queue, lease)
+        context = JobContext(self._engine.holder, lease)
 
         async def call() -> Any:
             return await self.spec.invoke(payload, context)
@@ -264,10 +265,10 @@ class JobWorker:
             )
 
     async def _apply(self, lease: Lease, outcome: _Outcome) -> None:
-        queue, kind, now = self.queue, outcome.kind, outcome.now
+        holder, kind, now = self._engine.holder, outcome.kind, outcome.now
         if kind == "complete":
             try:
-                await queue._holder.complete(lease, outcome.value, now=now)
+                await holder.complete(lease, outcome.value, now=now)
                 self._counts["handled"] += 1
                 log.info("job.complete", job_id=lease.job.id, worker=self.spec.worker, attempt=lease.attempt)
                 return
@@ -276,21 +277,21 @@ class JobWorker:
                 kind = "fail"
         if kind == "fail":
             delay_s = outcome.delay_s if outcome.delay_s is not None else self._backoff.delay_s(lease.job.attempt)
-            job = await queue._holder.fail(lease, str(outcome.value), self._backoff, now=now, delay_s=delay_s)
+            job = await holder.fail(lease, str(outcome.value), self._backoff, now=now, delay_s=delay_s)
             self._counts["failed"] += 1
             log.warning(
                 "job.attempt_failed", job_id=job.id, attempt=job.attempt, state=job.state.value, error=outcome.value
             )
         elif kind == "dead":
-            await queue._holder.dead(lease, str(outcome.value), now=now)
+            await holder.dead(lease, str(outcome.value), now=now)
             self._counts["failed"] += 1
             log.error("job.dead", job_id=lease.job.id, error=outcome.value)
         elif kind == "cancelled":
-            await queue._holder.cancelled(lease, now=now)
+            await holder.cancelled(lease, now=now)
             self._counts["cancelled"] += 1
             log.info("job.cancelled", job_id=lease.job.id)
         elif kind == "shutdown":
-            await queue._holder.give_back(lease, now=now)
+            await holder.give_back(lease, now=now)
             self._counts["given_back"] += 1
             log.info("job.given_back", job_id=lease.job.id)
         elif kind == "lost":

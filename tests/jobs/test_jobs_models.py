@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from shipkit.errors import ConfigurationError, InvalidNameError, SerializationError
 from shipkit.jobs import Backoff, CronExpression, Job, JobContext, JobCounts, JobState, JobWorkerSpec
 from shipkit.jobs import _transitions as step
-from shipkit.jobs._dispatch import at_header
+from shipkit.jobs._dispatch_stream import at_header
 from shipkit.jobs._ids import format_id, id_number
 from shipkit.jobs._layout import QueueLayout
 

@@ -289,14 +289,14 @@ async def test_an_unsettled_job_is_redelivered_and_completes_counted_once(
 ) -> None:
     """A job whose completion write fails is not kept alive forever: its lease lapses, it is resumed and completes."""
     runs: list[int] = []
-    real_complete = queue._holder.complete
+    real_complete = queue.engine.holder.complete
 
     async def complete_once_failing(lease: Any, result: Any, *, now: int | None = None) -> Any:
         if len(runs) == 1:  # the first run's write is lost (as to a server restart)
             raise JetStreamError("simulated: the completion write got no usable answer")
         return await real_complete(lease, result, now=now)
 
-    monkeypatch.setattr(queue._holder, "complete", complete_once_failing)
+    monkeypatch.setattr(queue.engine.holder, "complete", complete_once_failing)
 
     async def work(payload: int, job: JobContext) -> int:
         runs.append(job.attempt)

@@ -1,4 +1,4 @@
-"""Pipelined JetStream traffic for the job queue: :class:`Publisher`.
+"""Pipelined JetStream publishing over one reply subscription: :class:`PipelinedPublisher`.
 
 Two ways to publish, both over one reply subscription (no task, no ``wait_for`` per message):
 
@@ -7,8 +7,10 @@ Two ways to publish, both over one reply subscription (no task, no ``wait_for`` 
 - ``post``: send and return at once; the acknowledgement is checked in the background and a
   publish that got no answer, or "no stream answered" (a restarting server), is re-sent with
   the same ``Nats-Msg-Id`` until ``retry_s`` passes. Used for counters and events, which must
-  not slow a job down but must not be lost to a server restart either. ``drain`` waits for
+  not slow a job down but must not be lost to a server restart either. ``stop`` waits for
   every post to be confirmed (``JobQueue.close`` calls it).
+
+Named apart from :class:`shipkit.primitives.pubsub.Publisher`, the user-facing publisher.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import structlog
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from shipkit import _jetstream as _js
 from shipkit.connection import ConnectionManager
 from shipkit.errors import (
     JetStreamError,
@@ -33,6 +36,8 @@ from shipkit.errors import (
     translate_nats_error,
     translate_nats_errors,
 )
+
+__all__ = ["PipelinedPublisher", "check_ack"]
 
 log = structlog.get_logger(__name__)
 
@@ -61,7 +66,7 @@ class _Pending:
 def check_ack(msg: Msg, what: str) -> dict[str, Any]:
     """The PubAck of a JetStream publish as a dict; raise the shipkit error for an error answer."""
     headers = msg.headers
-    if headers and not msg.data and headers.get("Status") == "503":
+    if headers and not msg.data and headers.get(_js.STATUS) == _js.STATUS_NO_RESPONDERS:
         raise StreamNotFoundError(f"{what}: no stream captures this subject (publish got no ack)")
     try:
         answer: dict[str, Any] = pydantic_core.from_json(msg.data)  # a few times faster than json.loads
@@ -76,16 +81,16 @@ def check_ack(msg: Msg, what: str) -> dict[str, Any]:
     return answer
 
 
-class Publisher:
+class PipelinedPublisher:
     """Requests and background-confirmed posts over one reply subscription.
 
     Args:
-        manager: the connection.
+        connection: the connection manager.
         retry_s: how long a post is retried before it is given up (and logged as an error).
     """
 
-    def __init__(self, manager: ConnectionManager, *, retry_s: float = 30.0) -> None:
-        self._manager = manager
+    def __init__(self, connection: ConnectionManager, *, retry_s: float = 30.0) -> None:
+        self.connection = connection
         self._retry_s = retry_s
         self._pending: dict[str, _Pending] = {}
         self._posts: set[str] = set()
@@ -100,7 +105,7 @@ class Publisher:
         """Subscribe to the reply subjects and start the retry sweeper."""
         if self._sub is not None:
             return
-        nc = self._manager.client
+        nc = self.connection.client
         self._prefix = nc.new_inbox() + "."
         with translate_nats_errors("subscribe job publisher replies"):
             self._sub = await nc.subscribe(self._prefix + "*", cb=self._on_reply)
@@ -127,7 +132,7 @@ class Publisher:
         self._posts.clear()
         self._drained.set()
         sub, self._sub = self._sub, None
-        if sub is not None and self._manager.is_connected:
+        if sub is not None and self.connection.is_connected:
             with contextlib.suppress(ShipkitError), translate_nats_errors("unsubscribe job publisher"):
                 await sub.unsubscribe()
 
@@ -135,7 +140,7 @@ class Publisher:
         """Wait until every post so far is confirmed (or given up)."""
         if self._posts:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._drained.wait(), timeout_s or self._manager.config.request_timeout_s)
+                await asyncio.wait_for(self._drained.wait(), timeout_s or self.connection.config.request_timeout_s)
 
     def _token(self) -> str:
         self._next += 1
@@ -189,7 +194,7 @@ class Publisher:
         future: asyncio.Future[Msg] = loop.create_future()
         pending = _Pending(future=future)
         self._pending[token] = pending
-        pending.timer = loop.call_later(timeout_s or self._manager.config.request_timeout_s, self._expire, token)
+        pending.timer = loop.call_later(timeout_s or self.connection.config.request_timeout_s, self._expire, token)
         return token, pending, future
 
     def _unregister(self, token: str, pending: _Pending) -> None:
@@ -200,7 +205,7 @@ class Publisher:
     async def _publish(self, subject: str, data: bytes, token: str, headers: dict[str, str] | None) -> None:
         # translate_nats_error on the rare failure instead of a context manager on every publish
         try:
-            await self._manager.client.publish(subject, data, reply=self._prefix + token, headers=headers)
+            await self.connection.client.publish(subject, data, reply=self._prefix + token, headers=headers)
         except Exception as exc:
             translated = translate_nats_error(exc, f"publish {subject}")
             if translated is exc:
@@ -272,7 +277,7 @@ class Publisher:
     async def _sweep_once(self) -> None:
         """Re-send posts whose answer is overdue; give up those past their retry time."""
         now = asyncio.get_running_loop().time()
-        timeout = self._manager.config.request_timeout_s
+        timeout = self.connection.config.request_timeout_s
         for token in list(self._posts):
             pending = self._pending.get(token)
             post = pending.post if pending is not None else None

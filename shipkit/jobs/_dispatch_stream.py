@@ -1,5 +1,5 @@
 """Dispatch on JetStream: the work-queue stream, one durable pull consumer per worker name,
-delayed (``Nats-Schedule: @at``) and recurring (cron) schedules: :class:`Dispatcher`.
+delayed (``Nats-Schedule: @at``) and recurring (cron) schedules: :class:`DispatchStream`.
 
 A dispatch message carries the job record as it was when dispatched plus its KV revision, so a
 claimer can compare-and-set the record to ``running`` without reading it first; if the record
@@ -22,18 +22,16 @@ from nats.js import api
 
 from shipkit import _jetstream as _js
 from shipkit._json import loads
-from shipkit.config import StorageType
+from shipkit._publish import PipelinedPublisher
 from shipkit.connection import ConnectionManager
-from shipkit.errors import JetStreamError, NatsTimeoutError, SerializationError, translate_nats_errors
+from shipkit.errors import SerializationError, translate_nats_errors
 from shipkit.jobs._layout import QueueLayout
-from shipkit.jobs._publisher import Publisher
 from shipkit.jobs.models import Job
 
 log = structlog.get_logger(__name__)
 
 SCHEDULE = "Nats-Schedule"
 SCHEDULE_TARGET = "Nats-Schedule-Target"
-SCHEDULER = "Nats-Scheduler"
 PULL_NO_WAIT = b'{"batch":1,"no_wait":true}'
 # no_wait with expires: answered as soon as a message is delivered, else 408 after 200 ms (ADR-13)
 PULL_AWAITING_SIGNAL = b'{"batch":1,"no_wait":true,"expires":200000000}'
@@ -94,19 +92,16 @@ def at_header(run_at_ms: int) -> str:
     return f"@at {stamp}"
 
 
-class Dispatcher:
+class DispatchStream:
     """The queue's work-queue stream and the pull consumers on it."""
 
     def __init__(
         self,
-        manager: ConnectionManager,
+        connection: ConnectionManager,
         layout: QueueLayout,
-        publisher: Publisher,
-        *,
-        storage: StorageType,
-        replicas: int,
+        publisher: PipelinedPublisher,
     ) -> None:
-        self._manager = manager
+        self.connection = connection
         self._layout = layout
         self._publisher = publisher
         self._consumers: dict[str, float] = {}
@@ -116,8 +111,8 @@ class Dispatcher:
             description=f"shipkit job dispatch of queue {layout.name}",
             subjects=[f"{prefix}.dispatch.>", f"{prefix}.sched.>", f"{prefix}.cron.>"],
             retention=api.RetentionPolicy.WORK_QUEUE,
-            storage=api.StorageType(storage),
-            num_replicas=replicas,
+            storage=api.StorageType(layout.storage),
+            num_replicas=layout.replicas,
             allow_msg_schedules=True,
             allow_direct=True,
             duplicate_window=120.0,
@@ -125,12 +120,12 @@ class Dispatcher:
 
     @property
     def _timeout_s(self) -> float:
-        return self._manager.config.request_timeout_s
+        return self.connection.config.request_timeout_s
 
     async def provision(self) -> None:
         """Create the stream when missing; an existing one must be a work queue with schedules."""
         await _js.ensure_raw_stream(
-            self._manager, self._config, {"retention": "workqueue", "allow_msg_schedules": True}
+            self.connection, self._config, {"retention": "workqueue", "allow_msg_schedules": True}
         )
 
     async def ensure_consumer(self, worker: str, lease_s: float) -> str:
@@ -150,7 +145,7 @@ class Dispatcher:
             description=f"shipkit job worker {worker}",
         )
         with translate_nats_errors(f"consumer {self._layout.dispatch_stream}/{name}"):
-            await self._manager.jetstream.add_consumer(self._layout.dispatch_stream, config)
+            await self.connection.jetstream.add_consumer(self._layout.dispatch_stream, config)
         self._consumers[worker] = lease_s
         return name
 
@@ -185,7 +180,7 @@ class Dispatcher:
         """Remove a delayed job's pending schedule (a no-op if it already fired)."""
         subject = self._layout.schedule_subject(job_id)
         with translate_nats_errors(f"purge {subject}"):
-            await self._manager.jetstream.purge_stream(self._layout.dispatch_stream, subject=subject)
+            await self.connection.jetstream.purge_stream(self._layout.dispatch_stream, subject=subject)
 
     async def set_cron(self, name: str, schedule: str, worker: str, body: dict[str, Any]) -> None:
         """Create or replace the recurring schedule ``name`` (the server keeps one per subject)."""
@@ -193,22 +188,22 @@ class Dispatcher:
         headers = {SCHEDULE: schedule, SCHEDULE_TARGET: self._layout.dispatch_subject(worker)}
         data = json.dumps(body, separators=(",", ":")).encode()
         with translate_nats_errors(f"schedule {subject}"):
-            await self._manager.jetstream.publish(subject, data, headers=headers, timeout=self._timeout_s)
+            await self.connection.jetstream.publish(subject, data, headers=headers, timeout=self._timeout_s)
 
     async def remove_cron(self, name: str) -> bool:
         """Delete a recurring schedule; False when there was none."""
         subject = self._layout.cron_subject(name)
         with translate_nats_errors(f"purge {subject}"):
-            info = await self._manager.jetstream.stream_info(self._layout.dispatch_stream, subjects_filter=subject)
+            info = await self.connection.jetstream.stream_info(self._layout.dispatch_stream, subjects_filter=subject)
             if not info.state.messages:
                 return False
-            await self._manager.jetstream.purge_stream(self._layout.dispatch_stream, subject=subject)
+            await self.connection.jetstream.purge_stream(self._layout.dispatch_stream, subject=subject)
         return True
 
     async def crons(self) -> list[dict[str, Any]]:
         """The bodies of every recurring schedule, by name."""
         raw = await _js.multi_last(
-            self._manager.client, self._layout.dispatch_stream, self._layout.cron_filter, self._timeout_s
+            self.connection.client, self._layout.dispatch_stream, self._layout.cron_filter, self._timeout_s
         )
         return [loads(data, f"schedule {subject}") for subject, data in sorted(raw.items())]
 
@@ -227,12 +222,12 @@ class Dispatcher:
         stream = self._layout.dispatch_stream
         request = PULL_NO_WAIT
         for _ in range(PULL_ATTEMPTS):
-            msg = await self._pull(consumer, request)
+            msg = await _js.pull_next(self.connection.client, stream, consumer, request, self._timeout_s)
             if msg is not None:
                 return msg
             with translate_nats_errors(f"consumer info {stream}/{consumer}"):
                 info, last = await asyncio.gather(
-                    self._manager.jetstream.consumer_info(stream, consumer),
+                    self.connection.jetstream.consumer_info(stream, consumer),
                     _js.direct_get_last(self._publisher, stream, self._layout.dispatch_subject(worker)),
                 )
             if last is None or last[1] <= info.delivered.stream_seq:
@@ -240,25 +235,3 @@ class Dispatcher:
             log.debug("job.pull_retried", consumer=consumer, last_seq=last[1], delivered=info.delivered.stream_seq)
             request = PULL_AWAITING_SIGNAL
         return None
-
-    async def _pull(self, consumer: str, request: bytes) -> Msg | None:
-        """One pull request for one message; None on the server's 404/408 (nothing for us now)."""
-        nc = self._manager.client
-        inbox = nc.new_inbox()
-        api_subject = f"$JS.API.CONSUMER.MSG.NEXT.{self._layout.dispatch_stream}.{consumer}"
-        with translate_nats_errors(f"pull {self._layout.dispatch_stream}/{consumer}"):
-            sub = await nc.subscribe(inbox)
-            try:
-                await nc.publish(api_subject, request, reply=inbox)
-                try:
-                    msg = await sub.next_msg(timeout=self._timeout_s)
-                except TimeoutError:
-                    raise NatsTimeoutError(f"pull {consumer}: no answer from the server") from None
-            finally:
-                await sub.unsubscribe()
-        status = _js.status_of(msg)
-        if status is None:
-            return msg
-        if status in ("404", "408"):
-            return None
-        raise JetStreamError(f"pull {consumer}: status {status} {(msg.headers or {}).get('Description', '')}")

@@ -1,0 +1,285 @@
+"""The machinery under one :class:`~shipkit.jobs.queue.JobQueue`, wired once: :class:`JobEngine`.
+
+The queue is the public facade and owns one engine; a :class:`~shipkit.jobs.worker.JobWorker`
+receives the engine from it, and a :class:`~shipkit.jobs.context.JobContext` receives the
+engine's :class:`~shipkit.jobs._holder.Holder`. Every collaborator is a public attribute, so
+nothing reaches into another class's private parts::
+
+    JobEngine
+    ├── publisher   PipelinedPublisher   every JetStream publish and direct get, pipelined
+    ├── store       JobStore             records in KV; the one compare-and-set loop
+    ├── counters    Counters             the id counter and per-transition counts
+    ├── ids         IdAllocator          fresh, block and idempotent ids
+    ├── dispatch    DispatchStream       the work-queue stream, consumers, schedules
+    ├── announcer   Announcer            counts and ``job.*`` events of every transition
+    ├── leases      LeaseKeeper          renews held jobs, relays cancellations
+    ├── results     ResultStore          inline or object-store results
+    └── holder      Holder               claims and settles the jobs this process holds
+
+Operations on jobs this process does not hold (an operator's cancel, a seed-style
+``complete`` from another process) live here too, so the queue only validates and delegates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import Callable
+
+import structlog
+
+import shipkit.jobs._transitions as step
+from shipkit._publish import PipelinedPublisher
+from shipkit.config import StreamConfig
+from shipkit.connection import ConnectionManager
+from shipkit.errors import KeyNotFoundError, RevisionConflictError, ShipkitError, translate_nats_errors
+from shipkit.jobs._dispatch_stream import DispatchStream
+from shipkit.jobs._events import Announcer
+from shipkit.jobs._holder import Holder
+from shipkit.jobs._ids import IdAllocator, validate_job_id
+from shipkit.jobs._layout import QueueLayout
+from shipkit.jobs._lease import LeaseKeeper
+from shipkit.jobs._results import ResultStore
+from shipkit.jobs._retry import TRANSIENT_ERRORS
+from shipkit.jobs._store import ADJUST, NEW, Counters, JobStore
+from shipkit.jobs.errors import JobStateError
+from shipkit.jobs.models import Backoff, Job, JobCounts, JobState, now_ms
+
+log = structlog.get_logger(__name__)
+
+_BULK_CHUNK = 256
+_GIVE_BACK_ERRORS: tuple[type[ShipkitError], ...] = (JobStateError, *TRANSIENT_ERRORS)
+
+
+def _instance_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class JobEngine:
+    """Stores, dispatches, holds and announces the jobs of one queue (see the module docstring).
+
+    Args:
+        connection: the connection manager (not closed here).
+        layout: the queue's NATS names (and the storage of what it creates).
+        max_attempts / backoff: the queue's defaults for jobs and workers that set none.
+        events: the event-bus stream to provision, or None when events are off.
+        event_prefix / source: where ``job.*`` events go and their ``source``.
+        result_inline_max_bytes: larger results go to the object store.
+    """
+
+    def __init__(
+        self,
+        connection: ConnectionManager,
+        layout: QueueLayout,
+        *,
+        max_attempts: int,
+        backoff: Backoff,
+        events: StreamConfig | None,
+        event_prefix: str,
+        source: str,
+        result_inline_max_bytes: int,
+    ) -> None:
+        self.connection = connection
+        self.layout = layout
+        self.max_attempts = max_attempts
+        self.backoff = backoff
+        self.instance_id = _instance_id()
+        self._events_stream = events
+        self.publisher = PipelinedPublisher(connection)
+        self.store = JobStore(connection, layout, self.publisher)
+        self.counters = Counters(connection, layout, self.publisher, owner=self.instance_id)
+        self.ids = IdAllocator(self.counters, self.store, layout)
+        self.dispatch = DispatchStream(connection, layout, self.publisher)
+        self.announcer = Announcer(
+            self.publisher,
+            self.counters,
+            queue=layout.name,
+            events=events is not None,
+            event_prefix=event_prefix,
+            source=source,
+        )
+        self.leases = LeaseKeeper(connection, self.store, layout.cancel_filter)
+        self.results = ResultStore(connection, layout, inline_max_bytes=result_inline_max_bytes)
+        self.holder = Holder(
+            store=self.store,
+            ids=self.ids,
+            results=self.results,
+            announcer=self.announcer,
+            keeper=self.leases,
+            publisher=self.publisher,
+            instance_id=self.instance_id,
+            default_max_attempts=max_attempts,
+        )
+        self._claim_locks: dict[str, asyncio.Lock] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Provision the streams and buckets; start publishing and renewing leases."""
+        await self.publisher.start()
+        await self.store.provision()
+        await self.counters.provision()
+        await self.dispatch.provision()
+        if self._events_stream is not None:
+            await self.connection.ensure_stream(self._events_stream)
+        await self.leases.start()
+
+    async def stop(self) -> None:
+        """Give back jobs still held through ``claim``, stop renewing, drain counters and events."""
+        if self.connection.is_connected:
+            for lease in self.leases.leases():
+                try:
+                    await self.holder.give_back(lease)
+                except _GIVE_BACK_ERRORS as exc:  # one job's give-back failing must not skip the rest
+                    log.warning("job.give_back_failed", job_id=lease.job.id, error=str(exc))
+        await self.leases.stop()
+        connected = self.connection.is_connected
+        if connected:
+            await self.counters.flush_all()
+        await self.publisher.stop(drain_s=5.0 if connected else 0.0)
+
+    async def flush(self) -> None:
+        """Wait until this process's counter updates and events are confirmed by the server."""
+        await self.counters.flush_all()
+        await self.publisher.flush()
+
+    # -- submitting ------------------------------------------------------------------------
+
+    async def submit(self, build: Callable[[str, int], Job], idempotency_key: str | None) -> str:
+        """Create the job ``build(id, now_ms)`` returns, dispatch and announce it; its id.
+
+        With an idempotency key bound to a job already, nothing is created: that job's
+        dispatch is re-sent if it still waits (its submitter may have died before sending it).
+        """
+        if idempotency_key is not None:
+            job_id = await self.ids.for_key(idempotency_key)
+            found = await self.store.get(job_id)
+            if found is not None:
+                await self._redispatch_if_waiting(*found)
+                return job_id
+        else:
+            job_id = await self.ids.next()
+        job = build(job_id, now_ms())
+        record = job.to_json()  # serialised once: for the record and its dispatch
+        try:
+            revision = await self.store.create(job, record)
+        except RevisionConflictError:
+            return job_id  # an identical idempotent submit created it a moment ago
+        await self._send(job, revision, record)
+        await self.announcer.transition(NEW, job, revision, "job.queued", queued_by=job.queued_by, run_at=job.run_at)
+        return job_id
+
+    async def submit_many(self, count: int, build: Callable[[list[str], int], list[Job]]) -> list[str]:
+        """Create ``count`` jobs ``build(ids, now_ms)`` returns (one id reservation, pipelined writes)."""
+        jobs = build(await self.ids.block(count), now_ms())
+        for start in range(0, len(jobs), _BULK_CHUNK):
+            chunk = jobs[start : start + _BULK_CHUNK]
+            records = [job.to_json() for job in chunk]  # serialised once: for the record and its dispatch
+            revisions = await self.store.create_many(chunk, records)
+            await self.dispatch.dispatch_many(chunk, revisions, records)
+            await self.announcer.bulk(NEW, chunk, revisions, "job.queued")
+        return [job.id for job in jobs]
+
+    async def _redispatch_if_waiting(self, job: Job, revision: int) -> None:
+        """Re-send a waiting job's dispatch (de-duplicated by the server) in case its submitter died."""
+        if job.state is JobState.QUEUED and job.attempt == 0:
+            await self.dispatch.dispatch(job, revision)
+        elif job.state is JobState.SCHEDULED and job.run_at is not None:
+            await self.dispatch.schedule_at(job, revision, job.run_at)
+
+    async def _send(self, job: Job, revision: int, record: bytes | None = None) -> None:
+        if job.state is JobState.SCHEDULED and job.run_at is not None:
+            await self.dispatch.schedule_at(job, revision, job.run_at)
+        else:
+            await self.dispatch.dispatch(job, revision, record)
+
+    # -- the seed's worker side ------------------------------------------------------------
+
+    async def claim(self, worker: str, lease_s: float) -> Job | None:
+        """Take the oldest job queued for ``worker`` and hold it here; None when there is none now."""
+        async with self._claim_locks.setdefault(worker, asyncio.Lock()):
+            while True:
+                msg = await self.dispatch.pull_one(worker, lease_s)
+                if msg is None:
+                    return None
+                lease = await self.holder.claim(msg, lease_s=lease_s, default_max_attempts=self.max_attempts)
+                if lease is not None:
+                    return lease.job
+
+    async def complete_elsewhere(self, job_id: str, result: object) -> Job:
+        """Record the result of a running job this process does not hold."""
+        value, ref = await self.results.store(job_id, result)
+        now = now_ms()
+        before, job, revision = await self.update(
+            job_id, lambda j: step.complete(step.require_running(j, "complete"), result=value, result_ref=ref, now=now)
+        )
+        await self.announcer.transition(before.state.value, job, revision, "job.complete")
+        return job
+
+    async def fail_elsewhere(self, job_id: str, error: str, *, retry: bool) -> Job:
+        """Fail a running job this process does not hold: finally, or re-dispatched / dead."""
+        now = now_ms()
+        if not retry:
+            before, job, revision = await self.update(
+                job_id, lambda j: step.failed(step.require_running(j, "fail"), error=error, now=now)
+            )
+            await self.announcer.transition(before.state.value, job, revision, "job.failed", error=error)
+            return job
+        before, job, revision = await self.update(
+            job_id,
+            lambda j: step.failed_elsewhere(j, error=error, default_max_attempts=self.max_attempts, now=now),
+        )
+        if job.state is JobState.DEAD:
+            await self.announcer.transition(before.state.value, job, revision, "job.dead", error=error)
+        else:
+            await self.dispatch.dispatch(job, revision)
+            await self.announcer.transition(before.state.value, job, revision, "job.retrying", error=error, delay_s=0)
+        return job
+
+    # -- operator actions ------------------------------------------------------------------
+
+    async def cancel(self, job_id: str) -> Job:
+        """Cancel a waiting job at once; ask the holder of a running one to stop."""
+        now = now_ms()
+        before, job, revision = await self.update(job_id, lambda j: step.cancel_requested(j, now=now))
+        if job.state is JobState.CANCELLED:
+            if before.state is JobState.SCHEDULED:
+                await self.dispatch.unschedule(job_id)
+            await self.announcer.transition(before.state.value, job, revision, "job.cancelled")
+            return job
+        subject = self.layout.cancel_subject(job_id)
+        with translate_nats_errors(f"publish {subject}"):
+            await self.connection.client.publish(subject, b"")
+        lease = self.leases.get(job_id)
+        if lease is not None:
+            lease.signal("cancelled")
+        return job
+
+    async def retry(self, job_id: str) -> Job:
+        """Requeue a failed, dead or cancelled job with fresh attempts."""
+        now = now_ms()
+        before, job, revision = await self.update(job_id, lambda j: step.requeued(j, now=now))
+        await self.dispatch.dispatch(job, revision)
+        await self.announcer.transition(before.state.value, job, revision, "job.queued", retried=True)
+        return job
+
+    async def recount(self, counted: JobCounts) -> JobCounts:
+        """Scan every record and correct the counters from ``counted`` to what the records say."""
+        actual = dict.fromkeys(JobState, 0)
+        async for job in self.store.scan():
+            actual[job.state] += 1
+        had = counted.as_dict()
+        for state, value in actual.items():
+            if value != had[state.value]:
+                await self.counters.bump(ADJUST, state.value, value - had[state.value])  # awaited: exact
+                log.warning("job.counts_repaired", state=state.value, counted=had[state.value], actual=value)
+        return JobCounts(**{state.value: value for state, value in actual.items()})
+
+    async def update(self, job_id: str, change: Callable[[Job], Job]) -> tuple[Job, Job, int]:
+        """Compare-and-set any job (not one held here): ``(before, after, revision after)``."""
+        written = await self.store.update(validate_job_id(job_id), change)
+        if written is None or written.after is None:
+            raise KeyNotFoundError(f"no job {job_id!r} in queue {self.layout.name!r}")
+        return written.before, written.after, written.revision
