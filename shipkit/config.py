@@ -303,7 +303,6 @@ class KvBucketConfig(_Frozen):
         """A copy whose entries expire ``seconds`` after their last write."""
         return self.model_copy(update={"ttl_s": seconds})
 
-
     def to_nats(self) -> Any:
         """The nats-py ``KeyValueConfig``."""
         from nats.js import api

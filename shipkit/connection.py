@@ -166,7 +166,6 @@ class ConnectionManager(Connectable):
         finally:
             self._closing = False
 
-
     # -- accessors -------------------------------------------------------------------------
 
     @property
