@@ -101,10 +101,10 @@ async def test_emit_null_payload_and_given_correlation_id(bus: EventBus, raw: An
     assert body["correlation_id"] == "feedbeef"
 
 
-async def test_emit_event_publishes_a_prepared_event(bus: EventBus, raw: Any) -> None:
-    """emit_event sends the given ShipEvent unchanged to {prefix}.{event_type}."""
+async def test_publish_event_publishes_a_prepared_event(bus: EventBus, raw: Any) -> None:
+    """publish_event sends the given ShipEvent unchanged to {prefix}.{event_type}."""
     event = ShipEvent.new("job.done", [1], source="elsewhere", correlation_id="00000001")
-    await bus.emit_event(event)
+    await bus.publish_event(event)
     [msg] = await stored(raw)
     assert msg.subject == "ship.events.job.done"
     assert msg.data == event.to_json()
