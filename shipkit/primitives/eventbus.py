@@ -1,8 +1,10 @@
 """Durable events on JetStream: :class:`EventBus`, and the :class:`DurableConsumer` loop behind it.
 
-Wire contract §1 to §3. :meth:`EventBus.emit` publishes a :class:`~shipkit.models.ShipEvent` to
-``{prefix}.{event_type}`` (default ``ship.events.{event_type}``, stream ``SHIP_EVENTS``) and waits
-for the JetStream ack; :meth:`EventBus.emit_many` pipelines many publishes (send all, then await
+Wire contract §1 to §3. :meth:`EventBus.emit` (also under the seed's name, ``emit_event``)
+publishes a :class:`~shipkit.models.ShipEvent` to ``{prefix}.{event_type}`` (default
+``ship.events.{event_type}``, stream ``SHIP_EVENTS``) and waits for the JetStream ack;
+:meth:`EventBus.publish_event` sends a prepared event; :meth:`EventBus.emit_many` pipelines many
+publishes (send all, then await
 all acks). :meth:`EventBus.subscribe` attaches a durable pull consumer filtered on
 ``{prefix}.{pattern}``: a new durable replays everything retained (or only new events with
 ``deliver="new"``), an existing one resumes from its ack floor::
@@ -142,7 +144,17 @@ class EventBus(ConnectionOwner):
     # -- publishing ----------------------------------------------------------------------------
 
     def new_event(self, event_type: str, payload: Any = None, *, correlation_id: str | None = None) -> ShipEvent:
-        """A ``ShipEvent`` stamped now with this bus's source (not sent)."""
+        """A ``ShipEvent`` stamped now with this bus's source (not sent).
+
+        Raises:
+            ConfigurationError: ``event_type`` is a ``ShipEvent`` (send a prepared event with
+                :meth:`publish_event`).
+        """
+        if isinstance(event_type, ShipEvent):
+            raise ConfigurationError(
+                "emit_event(event_type, payload) takes a type and a payload, as in noesis-ship; "
+                "publish a prepared ShipEvent with publish_event(event)"
+            )
         event_type = str(validate_subject(event_type, "event type"))
         try:
             return ShipEvent.new(event_type, payload, source=self.source, correlation_id=correlation_id)
@@ -179,29 +191,8 @@ class EventBus(ConnectionOwner):
         await self.publish_event(event, msg_id=msg_id)
         return event
 
-    async def emit_event(
-        self,
-        event_type: str,
-        payload: Any = None,
-        *,
-        correlation_id: str | None = None,
-        msg_id: str | None = None,
-    ) -> ShipEvent:
-        """The seed's call shape of :meth:`emit`: ``bus.emit_event(event_type, payload)``.
-
-        Same arguments, result and errors as :meth:`emit`; a prepared ``ShipEvent`` goes to
-        :meth:`publish_event` instead.
-
-        Raises:
-            ConfigurationError: ``event_type`` is a ``ShipEvent`` (the message names
-                :meth:`publish_event`).
-        """
-        if isinstance(event_type, ShipEvent):
-            raise ConfigurationError(
-                "emit_event(event_type, payload) takes a type and a payload, as in noesis-ship; "
-                "publish a prepared ShipEvent with publish_event(event)"
-            )
-        return await self.emit(event_type, payload, correlation_id=correlation_id, msg_id=msg_id)
+    emit_event = emit
+    """The seed's name of :meth:`emit` (``bus.emit_event(event_type, payload)``), same arguments and result."""
 
     async def publish_event(self, event: ShipEvent, *, msg_id: str | None = None) -> None:
         """Publish a prepared ``ShipEvent`` to ``{prefix}.{event.event_type}``, ack awaited.
