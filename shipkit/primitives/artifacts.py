@@ -12,7 +12,8 @@ import os
 from shipkit.config import NatsConfig
 from shipkit.connection import ConnectionManager
 from shipkit.models import ObjectMeta
-from shipkit.primitives.objects import ObjectPrimitive
+from shipkit.primitives._bucket import BucketOwner
+from shipkit.primitives.objects import ShipObjectStore
 
 __all__ = ["DEFAULT_ARTIFACTS_BUCKET", "ArtifactStore", "artifact_description"]
 
@@ -24,7 +25,7 @@ def artifact_description(type: str, expedition: str | None = None) -> str:
     return f"type={type}" if expedition is None else f"type={type}, expedition={expedition}"
 
 
-class ArtifactStore(ObjectPrimitive):
+class ArtifactStore(BucketOwner[ShipObjectStore]):
     """Store and fetch artifacts by name.
 
     ::
@@ -42,25 +43,25 @@ class ArtifactStore(ObjectPrimitive):
     def __init__(
         self, connection: ConnectionManager | NatsConfig | str | None = None, *, bucket: str = DEFAULT_ARTIFACTS_BUCKET
     ) -> None:
-        super().__init__(connection, bucket=bucket)
+        super().__init__(connection, lambda shared: ShipObjectStore(bucket, shared))
 
     async def store_artifact(self, name: str, data: bytes, type: str, expedition: str | None = None) -> ObjectMeta:
         """Store ``data`` as artifact ``name`` (replacing one of that name) with its type and expedition."""
-        return await self._objects.put(name, data, artifact_description(type, expedition))
+        return await self.store.put(name, data, artifact_description(type, expedition))
 
     async def store_artifact_file(
         self, name: str, path: str | os.PathLike[str], type: str, expedition: str | None = None
     ) -> ObjectMeta:
         """Like :meth:`store_artifact`, streaming the file at ``path`` instead of bytes in memory."""
-        return await self._objects.put_file(name, path, artifact_description(type, expedition))
+        return await self.store.put_file(name, path, artifact_description(type, expedition))
 
     async def get(self, name: str) -> bytes | None:
         """The artifact's bytes, or None if there is no such artifact (checksum verified)."""
-        return await self._objects.get(name)
+        return await self.store.get(name)
 
     async def list(self) -> list[ObjectMeta]:
         """Every artifact, in the order they were last written (``[]`` if none)."""
-        return await self._objects.list()
+        return await self.store.list()
 
     async def delete(self, name: str) -> None:
         """Delete an artifact.
@@ -68,4 +69,4 @@ class ArtifactStore(ObjectPrimitive):
         Raises:
             ObjectNotFoundError: there is no such artifact.
         """
-        await self._objects.delete(name)
+        await self.store.delete(name)

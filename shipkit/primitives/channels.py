@@ -23,21 +23,20 @@ numbers) and then reads exactly those messages, so it never scans the channel's 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, Self
+from typing import Any, Self, overload
 
 import structlog
 from nats.js import api
 from nats.nuid import NUID
 from pydantic import ValidationError
 
-from shipkit._connectable import Connectable
 from shipkit._json import dumps
 from shipkit._names import sanitize_consumer_name, validate_consumer_name, validate_subject
 from shipkit.config import NatsConfig, StreamConfig
-from shipkit.connection import ConnectionManager, resolve_connection
+from shipkit.connection import ConnectionManager, ConnectionOwner
 from shipkit.errors import ConfigurationError, InvalidNameError, SerializationError, translate_nats_errors
 from shipkit.models import ChannelMessage
-from shipkit.primitives.consumer import DurableConsumer
+from shipkit.primitives.consumer import DurableConsumer, check_async, pull_subject
 
 __all__ = ["CHANNEL_SUBJECT_PREFIX", "ChannelHandler", "ChannelService"]
 
@@ -52,49 +51,91 @@ ChannelHandler = Callable[[ChannelMessage], Awaitable[None]]
 _nuid = NUID()
 
 
-class ChannelService(Connectable):
+class ChannelService(ConnectionOwner):
     """Send to, subscribe to and read the history of channels as one agent.
+
+    Name the agent up front, or as noesis-ship does, when connecting::
+
+        channels = await ChannelService("planner", conn).connect()
+        channels = ChannelService(nats_config)          # the seed's shape:
+        await channels.connect("planner")               # ChannelService::new(cfg), connect(agent)
 
     Args:
         agent_name: this agent: the ``sender`` of its messages and the first half of its
-            durable names.
+            durable names. A :class:`NatsConfig` or :class:`ConnectionManager` here (the seed's
+            ``ChannelService::new(cfg)``) is the connection, and the name comes with
+            :meth:`connect`.
         connection: a shared :class:`ConnectionManager`, a :class:`NatsConfig` or URL (owned),
             or ``None`` for the environment default (owned).
         stream: the stream to provision; defaults to ``CHANNELS`` on ``ship.channel.>``.
+
+    Raises:
+        InvalidNameError: the agent name is empty.
+        ConfigurationError: a connection is given twice (first argument and ``connection``).
     """
 
     def __init__(
         self,
-        agent_name: str,
+        agent_name: str | NatsConfig | ConnectionManager | None = None,
         connection: ConnectionManager | NatsConfig | str | None = None,
         *,
         stream: StreamConfig | None = None,
     ) -> None:
-        if not isinstance(agent_name, str) or not agent_name.strip():
-            raise InvalidNameError(f"agent name must be a non-empty string, got {agent_name!r}")
-        self.agent_name = agent_name
+        if isinstance(agent_name, NatsConfig | ConnectionManager):
+            if connection is not None:
+                raise ConfigurationError(
+                    "ChannelService got two connections: use ChannelService(cfg) then connect(agent_name), "
+                    "or ChannelService(agent_name, connection)"
+                )
+            agent_name, connection = None, agent_name
+        super().__init__(connection)
+        self._agent_name = None if agent_name is None else _checked_agent_name(agent_name)
         self.stream = stream or StreamConfig.channels()
-        self._conn, self._owns_connection = resolve_connection(connection)
         self._consumers: list[DurableConsumer] = []
 
     @property
-    def connection(self) -> ConnectionManager:
-        """The connection manager in use (shared or owned)."""
-        return self._conn
+    def agent_name(self) -> str:
+        """This agent's name.
 
-    async def connect(self) -> Self:
-        """Connect if needed and make sure the channels stream exists; returns ``self``."""
-        await self._conn.connect()
-        await self._conn.ensure_stream(self.stream)
-        return self
+        Raises:
+            ConfigurationError: no name yet (built as ``ChannelService(cfg)``, before ``connect(agent_name)``).
+        """
+        if self._agent_name is None:
+            raise ConfigurationError(
+                "this ChannelService has no agent name yet: call `await channels.connect(agent_name)` first"
+            )
+        return self._agent_name
 
-    async def close(self) -> None:
-        """Stop this service's subscriptions (newest first), then close an owned connection."""
+    async def connect(self, agent_name: str | None = None) -> Self:
+        """Connect if needed and make sure the channels stream exists; returns ``self``.
+
+        Args:
+            agent_name: this agent's name (the seed's ``connect(agent_name)``); required when the
+                service was built without one, and must match when it was.
+
+        Raises:
+            InvalidNameError: the agent name is empty.
+            ConfigurationError: no agent name at all, or one that differs from the constructor's.
+        """
+        if agent_name is not None:
+            name = _checked_agent_name(agent_name)
+            if self._agent_name is not None and name != self._agent_name:
+                raise ConfigurationError(
+                    f"ChannelService was built for agent {self._agent_name!r}; connect({name!r}) names another"
+                )
+            self._agent_name = name
+        elif self._agent_name is None:
+            raise ConfigurationError("ChannelService(cfg) needs the agent name: `await channels.connect(agent_name)`")
+        return await super().connect()
+
+    async def _setup(self) -> None:
+        await self.connection.ensure_stream(self.stream)
+
+    async def _teardown(self) -> None:
+        """Stop this service's subscriptions (newest first)."""
         consumers, self._consumers = self._consumers, []
         for consumer in reversed(consumers):
             await consumer.stop()
-        if self._owns_connection:
-            await self._conn.close()
 
     @staticmethod
     def subject_for(channel: str) -> str:
@@ -123,11 +164,12 @@ class ChannelService(Connectable):
         except ValidationError as exc:
             raise SerializationError(f"cannot build a ChannelMessage for {channel!r}: {exc}") from exc
         data = message.to_json()
-        js = self._conn.jetstream
+        js = self.connection.jetstream
         with translate_nats_errors(f"channel publish to {subject!r}"):
             await js.publish(subject, data)
         return message
 
+    @overload
     async def subscribe(
         self,
         channel: str,
@@ -136,8 +178,34 @@ class ChannelService(Connectable):
         replay_history: bool = False,
         max_in_flight: int = 1,
         nak_delay_s: float = 1.0,
+    ) -> DurableConsumer: ...
+
+    @overload
+    async def subscribe(
+        self,
+        channel: str,
+        replay_history: bool,
+        handler: ChannelHandler,
+        /,
+        *,
+        max_in_flight: int = 1,
+        nak_delay_s: float = 1.0,
+    ) -> DurableConsumer: ...
+
+    async def subscribe(
+        self,
+        channel: str,
+        *args: ChannelHandler | bool,
+        handler: ChannelHandler | None = None,
+        replay_history: bool | None = None,
+        max_in_flight: int = 1,
+        nak_delay_s: float = 1.0,
     ) -> DurableConsumer:
         """Receive the channel's messages from other agents through durable ``{agent}_{channel}``.
+
+        Two call shapes: shipkit's ``subscribe(channel, handler, replay_history=False)`` and the
+        seed's ``subscribe(channel, replay_history, handler)``, told apart by type (a bool
+        second argument versus a callable).
 
         A new durable starts with the retained history (``replay_history=True``) or with new
         messages only; an existing durable resumes from its ack floor either way. Messages are
@@ -149,16 +217,18 @@ class ChannelService(Connectable):
 
         Raises:
             InvalidNameError: invalid channel name (nothing is sent).
+            ConfigurationError: the arguments fit neither call shape, or the handler is not async.
             StreamNotFoundError: the channels stream does not exist (call :meth:`connect`).
         """
+        on_message, replay = _subscribe_arguments(args, handler, replay_history)
         subject = self.subject_for(channel)
         consumer = DurableConsumer(
-            self._conn,
+            self.connection,
             stream=self.stream.name,
             filter_subject=subject,
             durable=self.durable_for(channel),
-            handler=self._message_handler(handler),
-            deliver="all" if replay_history else "new",
+            handler=self._message_handler(on_message),
+            deliver="all" if replay else "new",
             max_in_flight=max_in_flight,
             nak_delay_s=nak_delay_s,
         )
@@ -191,7 +261,7 @@ class ChannelService(Connectable):
             raise ConfigurationError(f"history limit must be >= 0, got {limit}")
         if limit == 0:
             return []
-        reader = _HistoryReader(self._conn, self.stream.name, subject)
+        reader = _HistoryReader(self.connection, self.stream.name, subject)
         raw = await reader.last(limit)
         messages: list[ChannelMessage] = []
         for data in raw:
@@ -202,6 +272,37 @@ class ChannelService(Connectable):
         return messages
 
 
+_SUBSCRIBE_SHAPES = (
+    "subscribe(channel, handler, replay_history=False) or the seed's subscribe(channel, replay_history, handler)"
+)
+
+
+def _checked_agent_name(agent_name: object) -> str:
+    if not isinstance(agent_name, str) or not agent_name.strip():
+        raise InvalidNameError(f"agent name must be a non-empty string, got {agent_name!r}")
+    return agent_name
+
+
+def _subscribe_arguments(
+    args: tuple[ChannelHandler | bool, ...], handler: ChannelHandler | None, replay_history: bool | None
+) -> tuple[ChannelHandler, bool]:
+    """The handler and replay flag of a :meth:`ChannelService.subscribe` call, in either shape."""
+    match args:
+        case (bool() as replay, found) if handler is None and replay_history is None and callable(found):
+            chosen, replay_flag = found, replay  # the seed's (channel, replay_history, handler)
+        case (bool() as replay,) if handler is not None and replay_history is None:
+            chosen, replay_flag = handler, replay  # the seed's order, handler by keyword
+        case (found,) if handler is None and not isinstance(found, bool) and callable(found):
+            chosen, replay_flag = found, bool(replay_history)
+        case () if handler is not None:
+            chosen, replay_flag = handler, bool(replay_history)
+        case _:
+            given = ", ".join(type(arg).__name__ for arg in args) or "no positional arguments"
+            raise ConfigurationError(f"ChannelService.subscribe got ({given}): call {_SUBSCRIBE_SHAPES}")
+    check_async(chosen, "channel handler")
+    return chosen, replay_flag
+
+
 class _HistoryReader:
     """Reads the last N messages of one subject of a stream without scanning older ones.
 
@@ -210,12 +311,12 @@ class _HistoryReader:
     """
 
     def __init__(self, connection: ConnectionManager, stream: str, subject: str) -> None:
-        self._conn = connection
+        self._connection = connection
         self._stream = stream
         self._subject = subject
 
     async def last(self, limit: int) -> list[bytes]:
-        js = self._conn.jetstream
+        js = self._connection.jetstream
         with translate_nats_errors(f"stream info {self._stream} for {self._subject!r}"):
             info = await js.stream_info(self._stream, subjects_filter=self._subject)
         state = info.state
@@ -260,26 +361,26 @@ class _HistoryReader:
             inactive_threshold=60.0,  # a safety net: deleted explicitly right after use
         )
         with translate_nats_errors(f"history consumer on {self._stream} for {self._subject!r}"):
-            info = await self._conn.jetstream.add_consumer(self._stream, config=config)
+            info = await self._connection.jetstream.add_consumer(self._stream, config=config)
         return name, info
 
     async def _delete(self, name: str) -> None:
         # fire-and-forget: the reply would only cost a round trip; inactive_threshold covers a loss
-        await self._conn.client.publish(f"$JS.API.CONSUMER.DELETE.{self._stream}.{name}", b"")
+        await self._connection.client.publish(f"$JS.API.CONSUMER.DELETE.{self._stream}.{name}", b"")
 
     async def _read(self, start: int, limit: int) -> list[bytes]:
         """Up to ``limit`` message bodies on the subject from sequence ``start`` on."""
         name, _ = await self._create(start)
-        client = self._conn.client
+        client = self._connection.client
         inbox = client.new_inbox()
         out: list[bytes] = []
         with translate_nats_errors(f"read history of {self._subject!r}"):
             sub = await client.subscribe(inbox)
             try:
                 request = dumps({"batch": limit, "no_wait": True})
-                await client.publish(f"$JS.API.CONSUMER.MSG.NEXT.{self._stream}.{name}", request, reply=inbox)
+                await client.publish(pull_subject(self._stream, name), request, reply=inbox)
                 while len(out) < limit:
-                    msg = await sub.next_msg(timeout=self._conn.config.request_timeout_s)
+                    msg = await sub.next_msg(timeout=self._connection.config.request_timeout_s)
                     if not msg.reply:  # a status (404 no more messages, 408): the batch is over
                         break
                     out.append(msg.data)

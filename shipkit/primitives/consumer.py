@@ -61,7 +61,15 @@ from shipkit.errors import (
 )
 from shipkit.models import ShipEvent
 
-__all__ = ["DeliverPolicyName", "DurableConsumer", "MsgHandler", "ShipEventHandler", "ship_event_handler"]
+__all__ = [
+    "DeliverPolicyName",
+    "DurableConsumer",
+    "MsgHandler",
+    "ShipEventHandler",
+    "check_async",
+    "pull_subject",
+    "ship_event_handler",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -89,6 +97,11 @@ def ship_event_handler(handler: ShipEventHandler) -> MsgHandler:
         await handler(ShipEvent.from_json(msg.data))
 
     return on_msg
+
+
+def pull_subject(stream: str, consumer: str) -> str:
+    """The JetStream API subject a pull request for ``consumer`` on ``stream`` is published to."""
+    return f"{_JS_API_PREFIX}.CONSUMER.MSG.NEXT.{stream}.{consumer}"
 
 
 def check_async(handler: Callable[..., Any], what: str) -> None:
@@ -146,7 +159,7 @@ class DurableConsumer:
             raise ConfigurationError(
                 "need nak_delay_s >= 0, ack_wait_s > 0, heartbeat_s > 0 and expires_s >= 2 * heartbeat_s"
             )
-        self._conn = connection
+        self._connection = connection
         self._handler = handler
         self._deliver: DeliverPolicyName = deliver
         self._max_in_flight = max_in_flight
@@ -161,7 +174,7 @@ class DurableConsumer:
         self._watchdog: asyncio.Task[None] | None = None
         self._sub: Any = None
         self._inbox = ""
-        self._pull_subject = f"{_JS_API_PREFIX}.CONSUMER.MSG.NEXT.{self.stream}.{self.durable}"
+        self._pull_subject = pull_subject(self.stream, self.durable)
         self._requested = 0  # messages asked for in open pull requests, not yet delivered
         self._busy = 0  # handlers running now
         self._avg_handler_s: float | None = None
@@ -184,7 +197,7 @@ class DurableConsumer:
         """
         if self._state != "new":
             raise ConfigurationError(f"consumer {self.durable!r} was already started (or stopped): make a new one")
-        client = self._conn.client
+        client = self._connection.client
         await self._ensure_consumer()
         self._inbox = client.new_inbox()
         with translate_nats_errors(f"subscribe to pull inbox of {self.stream}/{self.durable}"):
@@ -200,10 +213,10 @@ class DurableConsumer:
     async def info(self) -> Any:
         """The server's current ``ConsumerInfo`` for this durable (pending, ack floor ...)."""
         with translate_nats_errors(f"consumer info {self.stream}/{self.durable}"):
-            return await self._conn.jetstream.consumer_info(self.stream, self.durable)
+            return await self._connection.jetstream.consumer_info(self.stream, self.durable)
 
     async def _ensure_consumer(self) -> Any:
-        js = self._conn.jetstream
+        js = self._connection.jetstream
         where = f"consumer {self.durable!r} on stream {self.stream!r} (filter {self.filter_subject!r})"
         try:
             with translate_nats_errors(where):
@@ -215,7 +228,7 @@ class DurableConsumer:
         if info is not None:
             self._check_existing(info.config)
             return info
-        if self._conn.provision == "verify":
+        if self._connection.provision == "verify":
             raise ProvisioningError(f"{where} does not exist and provision mode is 'verify'")
         config = api.ConsumerConfig(
             name=self.durable,
@@ -293,7 +306,7 @@ class DurableConsumer:
         self._requested += want
         request = dumps({"batch": want, "expires": self._expires_ns, "idle_heartbeat": int(self._heartbeat_s * _NS)})
         try:
-            await self._conn.client.publish(self._pull_subject, request, reply=self._inbox)
+            await self._connection.client.publish(self._pull_subject, request, reply=self._inbox)
         except Exception as exc:  # closed or reconnecting: the watchdog re-arms the pull
             self._requested -= want
             log.debug("consumer.pull_deferred", durable=self.durable, error=f"{type(exc).__name__}: {exc}")
@@ -376,9 +389,9 @@ class DurableConsumer:
         await asyncio.gather(*running, return_exceptions=True)
         if running:
             log.warning("consumer.handlers_cancelled", durable=self.durable, count=len(running), timeout_s=timeout_s)
-        if self._conn.is_connected:
+        if self._connection.is_connected:
             try:
-                await self._conn.client.flush()  # push the last acks/naks out of the write buffer now
+                await self._connection.client.flush()  # push the last acks/naks out of the write buffer now
             except Exception as exc:
                 log.debug("consumer.flush_failed", durable=self.durable, error=f"{exc!r}")
         self._state = "stopped"
@@ -387,7 +400,7 @@ class DurableConsumer:
     async def _close_intake(self) -> None:
         """Remove interest in the pull inbox; messages already on the way are nak'ed by the callback."""
         sub, self._sub = self._sub, None
-        if sub is None or not self._conn.is_connected:
+        if sub is None or not self._connection.is_connected:
             return
         try:
             await sub.drain()

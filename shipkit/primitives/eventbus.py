@@ -1,8 +1,10 @@
 """Durable events on JetStream: :class:`EventBus`, and the :class:`DurableConsumer` loop behind it.
 
-Wire contract §1 to §3. :meth:`EventBus.emit` publishes a :class:`~shipkit.models.ShipEvent` to
-``{prefix}.{event_type}`` (default ``ship.events.{event_type}``, stream ``SHIP_EVENTS``) and waits
-for the JetStream ack; :meth:`EventBus.emit_many` pipelines many publishes (send all, then await
+Wire contract §1 to §3. :meth:`EventBus.emit` (also under the seed's name, ``emit_event``)
+publishes a :class:`~shipkit.models.ShipEvent` to ``{prefix}.{event_type}`` (default
+``ship.events.{event_type}``, stream ``SHIP_EVENTS``) and waits for the JetStream ack;
+:meth:`EventBus.publish_event` sends a prepared event; :meth:`EventBus.emit_many` pipelines many
+publishes (send all, then await
 all acks). :meth:`EventBus.subscribe` attaches a durable pull consumer filtered on
 ``{prefix}.{pattern}``: a new durable replays everything retained (or only new events with
 ``deliver="new"``), an existing one resumes from its ack floor::
@@ -33,10 +35,9 @@ from typing import Any, Self
 import structlog
 from pydantic import ValidationError
 
-from shipkit._connectable import Connectable
 from shipkit._names import validate_consumer_name, validate_subject
 from shipkit.config import NatsConfig, StreamConfig
-from shipkit.connection import ConnectionManager, resolve_connection
+from shipkit.connection import ConnectionManager, ConnectionOwner
 from shipkit.errors import (
     ConfigurationError,
     NatsTimeoutError,
@@ -71,7 +72,7 @@ log = structlog.get_logger(__name__)
 _MSG_ID_HEADER = "Nats-Msg-Id"
 
 
-class EventBus(Connectable):
+class EventBus(ConnectionOwner):
     """Durable :class:`~shipkit.models.ShipEvent` publishing and consuming over JetStream.
 
     Args:
@@ -90,17 +91,17 @@ class EventBus(Connectable):
         prefix: str = "ship.events",
         source: str = "",
     ) -> None:
+        super().__init__(connection)
         self.prefix = validate_subject(prefix, "event prefix")
         self.stream = stream or StreamConfig.event_bus(prefix=prefix)
         self.source = source
-        self._conn, self._owns_connection = resolve_connection(connection)
         self._consumers: list[DurableConsumer] = []
         self._connect_lock = asyncio.Lock()
         self._ready = False
 
     def _copy(self, **changes: Any) -> EventBus:
         options: dict[str, Any] = {"stream": self.stream, "prefix": self.prefix, "source": self.source, **changes}
-        bus = EventBus(self._conn, **options)
+        bus = EventBus(self.connection, **options)
         bus._owns_connection = self._owns_connection
         return bus
 
@@ -113,41 +114,47 @@ class EventBus(Connectable):
         return self._copy(source=source)
 
     @property
-    def connection(self) -> ConnectionManager:
-        """The connection manager in use (shared or owned)."""
-        return self._conn
-
-    @property
     def is_connected(self) -> bool:
         """True after :meth:`connect` while the connection is open."""
-        return self._ready and self._conn.is_connected
+        return self._ready and self.connection.is_connected
 
     async def connect(self) -> Self:
         """Connect if needed and make sure the stream exists; returns ``self``.
+
+        Concurrent calls provision the stream once (they wait for each other).
 
         Raises:
             NatsConnectionError: the server cannot be reached.
             ProvisioningError: the stream is missing and the connection is in verify mode.
         """
         async with self._connect_lock:
-            await self._conn.connect()
-            await self._conn.ensure_stream(self.stream)
-            self._ready = True
-        return self
+            return await super().connect()
 
-    async def close(self) -> None:
-        """Stop the consumers this bus started (newest first), then close an owned connection."""
+    async def _setup(self) -> None:
+        await self.connection.ensure_stream(self.stream)
+        self._ready = True
+
+    async def _teardown(self) -> None:
+        """Stop the consumers this bus started (newest first)."""
         consumers, self._consumers = self._consumers, []
         for consumer in reversed(consumers):
             await consumer.stop()
         self._ready = False
-        if self._owns_connection:
-            await self._conn.close()
 
     # -- publishing ----------------------------------------------------------------------------
 
     def new_event(self, event_type: str, payload: Any = None, *, correlation_id: str | None = None) -> ShipEvent:
-        """A ``ShipEvent`` stamped now with this bus's source (not sent)."""
+        """A ``ShipEvent`` stamped now with this bus's source (not sent).
+
+        Raises:
+            ConfigurationError: ``event_type`` is a ``ShipEvent`` (send a prepared event with
+                :meth:`publish_event`).
+        """
+        if isinstance(event_type, ShipEvent):
+            raise ConfigurationError(
+                "emit_event(event_type, payload) takes a type and a payload, as in noesis-ship; "
+                "publish a prepared ShipEvent with publish_event(event)"
+            )
         event_type = str(validate_subject(event_type, "event type"))
         try:
             return ShipEvent.new(event_type, payload, source=self.source, correlation_id=correlation_id)
@@ -181,16 +188,19 @@ class EventBus(Connectable):
             NatsTimeoutError: no ack in time.
         """
         event = self.new_event(event_type, payload, correlation_id=correlation_id)
-        await self.emit_event(event, msg_id=msg_id)
+        await self.publish_event(event, msg_id=msg_id)
         return event
 
-    async def emit_event(self, event: ShipEvent, *, msg_id: str | None = None) -> None:
+    emit_event = emit
+    """The seed's name of :meth:`emit` (``bus.emit_event(event_type, payload)``), same arguments and result."""
+
+    async def publish_event(self, event: ShipEvent, *, msg_id: str | None = None) -> None:
         """Publish a prepared ``ShipEvent`` to ``{prefix}.{event.event_type}``, ack awaited.
 
         Raises the same errors as :meth:`emit`.
         """
         subject, data, headers = self._prepare(event, msg_id)
-        js = self._conn.jetstream
+        js = self.connection.jetstream
         with translate_nats_errors(f"event bus publish to {subject!r}"):
             await js.publish(subject, data, headers=headers)
 
@@ -224,8 +234,8 @@ class EventBus(Connectable):
         if len(ids) != len(batch):
             raise ConfigurationError(f"msg_ids has {len(ids)} entries for {len(batch)} events")
         prepared = [self._prepare(event, msg_id) for event, msg_id in zip(batch, ids, strict=True)]
-        js = self._conn.jetstream
-        timeout = timeout_s if timeout_s is not None else self._conn.config.request_timeout_s
+        js = self.connection.jetstream
+        timeout = timeout_s if timeout_s is not None else self.connection.config.request_timeout_s
         futures: list[asyncio.Future[Any]] = []
         try:
             with translate_nats_errors(f"event bus pipelined publish of {len(batch)} events"):
@@ -287,7 +297,7 @@ class EventBus(Connectable):
         validate_consumer_name(durable, "durable name")
         check_async(handler, "event handler")
         consumer = DurableConsumer(
-            self._conn,
+            self.connection,
             stream=self.stream.name,
             filter_subject=f"{self.prefix}.{pattern}",
             durable=durable,

@@ -16,34 +16,31 @@ shipkit writes chunks and meta itself rather than through nats-py's ``ObjectStor
 nats-py drops the ``metadata`` map, writes an empty ``mtime`` on delete (which Rust readers
 refuse) and assembles downloads by repeated ``bytes`` concatenation. Uploads are streamed chunk
 by chunk (each chunk's ack awaited) and downloads from an ordered consumer, so neither side
-ever holds a whole file in memory.
+ever holds a whole file in memory. The stored format itself (subjects, digests, meta, the
+checks) is pure functions in :mod:`shipkit.primitives._object_format`. What is left (~440 lines)
+stays together because uploads, downloads, listing and deletes share one stream's plumbing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import builtins
 import hashlib
 import os
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator
-from contextlib import aclosing, contextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from contextlib import AbstractContextManager, aclosing
 from pathlib import Path
-from typing import IO, Any, Self
+from typing import IO, Any
 
 import structlog
 from nats.js import JetStreamContext, api
 from nats.nuid import NUID
 
-from shipkit._connectable import Connectable
-from shipkit._json import dumps, loads
+from shipkit._json import dumps
 from shipkit._names import validate_bucket_name, validate_object_name
 from shipkit.config import NatsConfig, ObjectStoreConfig
-from shipkit.connection import ConnectionManager, resolve_connection
+from shipkit.connection import ConnectionManager, ConnectionOwner
 from shipkit.errors import (
-    BucketNotFoundError,
-    ChecksumMismatchError,
     ConfigurationError,
     JetStreamError,
     NotConnectedError,
@@ -51,15 +48,15 @@ from shipkit.errors import (
     RevisionConflictError,
     SerializationError,
     ShipkitError,
-    StreamNotFoundError,
-    translate_nats_errors,
 )
 from shipkit.models import ObjectMeta, utc_now_iso
+from shipkit.primitives import _object_format as fmt
+from shipkit.primitives._bucket import JS_ERR_NO_MESSAGE_FOUND, bucket_errors
+from shipkit.primitives._object_format import SHA256_METADATA_KEY
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "SHA256_METADATA_KEY",
-    "ObjectPrimitive",
     "ShipObjectStore",
 ]
 
@@ -68,41 +65,8 @@ log = structlog.get_logger(__name__)
 DEFAULT_CHUNK_SIZE = 128 * 1024
 """Bytes per chunk message, the NATS clients' default."""
 
-SHA256_METADATA_KEY = "sha256"
-"""Key of the hex digest in the object meta's ``metadata`` map."""
 
-_DIGEST_PREFIX = "SHA-256="
-_JS_ERR_NO_MESSAGE_FOUND = 10037
-_ROLLUP = {"Nats-Rollup": "sub"}
-_CREATE_ONLY = {"Nats-Rollup": "sub", "Nats-Expected-Last-Subject-Sequence": "0"}
-
-
-def digest_to_hex(digest: str | None) -> str | None:
-    """The lowercase hex of a NATS ``SHA-256=<base64url>`` digest; None when there is none.
-
-    Raises:
-        SerializationError: the digest is present but not a readable SHA-256.
-    """
-    if not digest:
-        return None
-    if not digest.upper().startswith(_DIGEST_PREFIX):
-        raise SerializationError(f"object digest {digest!r} is not SHA-256")
-    encoded = digest[len(_DIGEST_PREFIX) :].strip().replace("+", "-").replace("/", "_")
-    try:
-        raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
-    except (binascii.Error, ValueError) as exc:
-        raise SerializationError(f"object digest {digest!r} is not valid base64") from exc
-    if len(raw) != hashlib.sha256().digest_size:
-        raise SerializationError(f"object digest {digest!r} is not 32 bytes long")
-    return raw.hex()
-
-
-def hex_to_digest(sha256_hex: str) -> str:
-    """The NATS digest form (``SHA-256=<base64url>``) of a hex SHA-256."""
-    return _DIGEST_PREFIX + base64.urlsafe_b64encode(bytes.fromhex(sha256_hex)).decode()
-
-
-class ShipObjectStore(Connectable):
+class ShipObjectStore(ConnectionOwner):
     """Bytes and files in a NATS object bucket, with SHA-256 checked on every read.
 
     ::
@@ -133,8 +97,8 @@ class ShipObjectStore(Connectable):
             config = ObjectStoreConfig(bucket=validate_bucket_name(config))
         if chunk_size_bytes <= 0:
             raise ConfigurationError(f"chunk_size_bytes must be positive, got {chunk_size_bytes}")
+        super().__init__(connection)
         self.config = config
-        self._manager, self._owns_manager = resolve_connection(connection)
         self._chunk_size = chunk_size_bytes
         self._stream = f"OBJ_{config.bucket}"
         self._nuid = NUID()
@@ -145,25 +109,14 @@ class ShipObjectStore(Connectable):
         """The bucket name (its stream is ``OBJ_{bucket}``)."""
         return self.config.bucket
 
-    @property
-    def connection(self) -> ConnectionManager:
-        """The connection manager this store uses."""
-        return self._manager
-
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def connect(self) -> Self:
-        """Connect (if the manager is not connected yet) and provision the bucket."""
-        await self._manager.connect()
-        await self._manager.ensure_object_store(self.config)
+    async def _setup(self) -> None:
+        await self.connection.ensure_object_store(self.config)
         self._ready = True
-        return self
 
-    async def close(self) -> None:
-        """Stop using the store; closes the connection only if this store created it."""
+    async def _teardown(self) -> None:
         self._ready = False
-        if self._owns_manager:
-            await self._manager.close()
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -208,7 +161,7 @@ class ShipObjectStore(Connectable):
         """
         validate_object_name(name)
         payload = _as_bytes(data)
-        names = _validated_names(name, fallback_names)
+        names = [name, *(validate_object_name(fallback) for fallback in fallback_names)]
         return await self._write(names, _iter_bytes(payload, self._chunk_size), description, create_only=True)
 
     # -- reading ---------------------------------------------------------------------------
@@ -255,13 +208,13 @@ class ShipObjectStore(Connectable):
             file.close()
             partial.unlink(missing_ok=True)
             raise
-        return self._to_object_meta(meta)
+        return fmt.to_object_meta(self.bucket, meta)
 
     async def info(self, name: str) -> ObjectMeta | None:
         """What the bucket records about ``name`` (no bytes are read), or None if absent."""
         validate_object_name(name)
         meta = await self._read_meta(name)
-        return None if meta is None else self._to_object_meta(meta)
+        return None if meta is None else fmt.to_object_meta(self.bucket, meta)
 
     async def list(self) -> list[ObjectMeta]:
         """Every live object in the bucket, in the order they were last written (``[]`` if none).
@@ -305,12 +258,11 @@ class ShipObjectStore(Connectable):
         if meta is None:
             raise ObjectNotFoundError(f"object {self.bucket}/{name} does not exist")
         js = self._js()
-        marker = {**meta, "size": 0, "chunks": 0, "mtime": utc_now_iso(), "deleted": True}
-        marker.pop("digest", None)
+        marker = fmt.deletion_marker(meta, utc_now_iso())
         with self._translate(f"object.delete {self.bucket}/{name}"):
-            await js.publish(self._meta_subject(name), dumps(marker), headers=dict(_ROLLUP))
+            await js.publish(fmt.meta_subject(self.bucket, name), dumps(marker), headers=dict(fmt.ROLLUP_HEADERS))
             if meta.get("nuid"):
-                await js.purge_stream(self._stream, subject=self._chunk_subject(str(meta["nuid"])))
+                await js.purge_stream(self._stream, subject=fmt.chunk_subject(self.bucket, str(meta["nuid"])))
         log.debug("object.deleted", bucket=self.bucket, name=name)
 
     # -- internals: writing ----------------------------------------------------------------
@@ -322,30 +274,28 @@ class ShipObjectStore(Connectable):
         js = self._js()
         previous = None if create_only else await self._previous_meta(names[0])
         nuid = self._nuid.next().decode()
-        chunk_subject = self._chunk_subject(nuid)
+        chunk_subject = fmt.chunk_subject(self.bucket, nuid)
         try:
             size, count, sha256_hex = await self._publish_chunks(js, names[0], chunk_subject, chunks)
-            info: dict[str, Any] = {"name": names[0]}
-            if description is not None:
-                info["description"] = description
-            info["metadata"] = {SHA256_METADATA_KEY: sha256_hex}
-            info["options"] = {"max_chunk_size": self._chunk_size}
-            info.update(
-                bucket=self.bucket,
+            info = fmt.new_meta(
+                self.bucket,
+                names[0],
+                description=description,
                 nuid=nuid,
                 size=size,
-                mtime=utc_now_iso(),
                 chunks=count,
-                digest=hex_to_digest(sha256_hex),
+                sha256_hex=sha256_hex,
+                max_chunk_size=self._chunk_size,
+                mtime=utc_now_iso(),
             )
             await self._publish_meta(js, info, names, create_only=create_only)
         except BaseException:  # cancelled too: chunks no meta points to are garbage
             await self._purge_abandoned(chunk_subject)
             raise
         if previous is not None and previous.get("nuid") and previous.get("nuid") != nuid:
-            await self._purge_abandoned(self._chunk_subject(str(previous["nuid"])))
+            await self._purge_abandoned(fmt.chunk_subject(self.bucket, str(previous["nuid"])))
         log.debug("object.stored", bucket=self.bucket, name=info["name"], size_bytes=size, chunks=count)
-        return self._to_object_meta(info)
+        return fmt.to_object_meta(self.bucket, info)
 
     async def _previous_meta(self, name: str) -> dict[str, Any] | None:
         """The meta a put replaces (its chunks are purged afterwards); an unreadable one is replaced too."""
@@ -383,7 +333,9 @@ class ShipObjectStore(Connectable):
             try:
                 with self._translate(f"object.put {self.bucket}/{name}"):
                     await js.publish(
-                        self._meta_subject(name), dumps(info), headers=dict(_CREATE_ONLY if create_only else _ROLLUP)
+                        fmt.meta_subject(self.bucket, name),
+                        dumps(info),
+                        headers=dict(fmt.CREATE_ONLY_HEADERS if create_only else fmt.ROLLUP_HEADERS),
                     )
                 return
             except RevisionConflictError:
@@ -403,12 +355,10 @@ class ShipObjectStore(Connectable):
 
     async def _read_meta(self, name: str) -> dict[str, Any] | None:
         """The object's meta as written (all fields kept), or None if absent or deleted."""
-        msg = await self._last_msg(self._meta_subject(name), f"object.info {self.bucket}/{name}")
+        msg = await self._last_msg(fmt.meta_subject(self.bucket, name), f"object.info {self.bucket}/{name}")
         if msg is None:
             return None
-        meta = loads(msg.data or b"", f"object meta {self.bucket}/{name}")
-        if not isinstance(meta, dict):
-            raise SerializationError(f"object meta {self.bucket}/{name} is not a JSON object")
+        meta = fmt.parse_meta(msg.data or b"", f"object meta {self.bucket}/{name}")
         meta.setdefault("name", name)
         return None if meta.get("deleted") else meta
 
@@ -417,7 +367,7 @@ class ShipObjectStore(Connectable):
             with self._translate(what):
                 return await self._js().get_last_msg(self._stream, subject)
         except JetStreamError as exc:
-            if exc.err_code == _JS_ERR_NO_MESSAGE_FOUND:
+            if exc.err_code == JS_ERR_NO_MESSAGE_FOUND:
                 return None
             raise
 
@@ -431,7 +381,7 @@ class ShipObjectStore(Connectable):
             js = self._js()
             with self._translate(f"object.get {self.bucket}/{name}"):
                 sub = await js.subscribe(
-                    self._chunk_subject(str(meta["nuid"])), stream=self._stream, ordered_consumer=True
+                    fmt.chunk_subject(self.bucket, str(meta["nuid"])), stream=self._stream, ordered_consumer=True
                 )
             try:
                 while True:
@@ -445,73 +395,32 @@ class ShipObjectStore(Connectable):
             finally:
                 with self._translate(f"object.get {self.bucket}/{name}"):
                     await sub.unsubscribe()
-        self._verify(name, meta, digest.hexdigest(), received)
-
-    def _verify(self, name: str, meta: dict[str, Any], actual: str, received: int) -> None:
-        problems = []
-        if received != int(meta.get("size") or 0):
-            problems.append(f"{received} bytes arrived but the meta says {meta.get('size')}")
-        nats_hex = digest_to_hex(meta.get("digest"))
-        if nats_hex is not None and nats_hex != actual:
-            problems.append(f"the NATS digest is {nats_hex}")
-        stored = _stored_sha256(meta)
-        if stored is not None and stored != actual:
-            problems.append(f"the stored sha256 is {stored}")
-        if problems:
-            raise ChecksumMismatchError(
-                f"object {self.bucket}/{name} is corrupt: its bytes hash to {actual}, but {'; '.join(problems)}"
-            )
+        fmt.verify(self.bucket, name, meta, digest.hexdigest(), received)
 
     def _decode_listed(self, subject: str, data: bytes) -> ObjectMeta | None:
         try:
-            meta = loads(data, f"object meta on {subject}")
-            if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
-                raise SerializationError("not an object-info JSON object with a name")
-            return None if meta.get("deleted") else self._to_object_meta(meta)
+            meta = fmt.parse_meta(data, f"object meta on {subject}")
+            if not isinstance(meta.get("name"), str):
+                raise SerializationError(f"object meta on {subject} has no name")
+            return None if meta.get("deleted") else fmt.to_object_meta(self.bucket, meta)
         except (SerializationError, ValueError, TypeError) as exc:
             log.warning("object.meta_undecodable", bucket=self.bucket, subject=subject, reason=str(exc)[:200])
             return None
-
-    def _to_object_meta(self, meta: dict[str, Any]) -> ObjectMeta:
-        description = meta.get("description")
-        return ObjectMeta(
-            name=str(meta["name"]),
-            bucket=self.bucket,
-            size=int(meta.get("size") or 0),
-            sha256=digest_to_hex(meta.get("digest")) or _stored_sha256(meta) or "",
-            created=str(meta.get("mtime") or ""),
-            description=description if isinstance(description, str) else None,
-        )
 
     # -- internals: plumbing ---------------------------------------------------------------
 
     def _js(self) -> JetStreamContext:
         if not self._ready:
             raise NotConnectedError(f"object store {self.bucket!r} is not connected: call `await connect()` first")
-        return self._manager.jetstream
+        return self.connection.jetstream
 
     @property
     def _timeout_s(self) -> float:
-        return self._manager.config.request_timeout_s
+        return self.connection.config.request_timeout_s
 
-    def _meta_subject(self, name: str) -> str:
-        return f"$O.{self.bucket}.M.{base64.urlsafe_b64encode(name.encode()).decode()}"
-
-    def _chunk_subject(self, nuid: str) -> str:
-        return f"$O.{self.bucket}.C.{nuid}"
-
-    @contextmanager
-    def _translate(self, what: str) -> Iterator[None]:
+    def _translate(self, what: str) -> AbstractContextManager[None]:
         """nats-py errors to shipkit errors; a missing ``OBJ_`` stream means a missing bucket."""
-        try:
-            with translate_nats_errors(what):
-                yield
-        except StreamNotFoundError as exc:
-            raise BucketNotFoundError(
-                f"{what}: object bucket {self.bucket!r} (stream {self._stream}) does not exist",
-                err_code=exc.err_code,
-                status=exc.status,
-            ) from exc
+        return bucket_errors(what, "object", self.bucket, self._stream)
 
 
 def _as_bytes(data: bytes) -> bytes:
@@ -520,19 +429,6 @@ def _as_bytes(data: bytes) -> bytes:
     if isinstance(data, bytearray | memoryview):
         return bytes(data)
     raise SerializationError(f"object data must be bytes, got {type(data).__name__} (encode text first)")
-
-
-def _validated_names(first: str, more: Iterable[str]) -> list[str]:
-    names = [first]
-    for name in more:
-        names.append(validate_object_name(name))
-    return names
-
-
-def _stored_sha256(meta: dict[str, Any]) -> str | None:
-    metadata = meta.get("metadata")
-    value = metadata.get(SHA256_METADATA_KEY) if isinstance(metadata, dict) else None
-    return value.lower() if isinstance(value, str) and value else None
 
 
 async def _iter_bytes(data: bytes, chunk_size: int) -> AsyncIterator[bytes]:
@@ -544,30 +440,3 @@ async def _iter_bytes(data: bytes, chunk_size: int) -> AsyncIterator[bytes]:
 async def _iter_file(file: IO[bytes], chunk_size: int) -> AsyncIterator[bytes]:
     while chunk := await asyncio.to_thread(file.read, chunk_size):
         yield chunk
-
-
-class ObjectPrimitive(Connectable):
-    """Base of the primitives that keep their data in one object bucket (snapshots, artifacts).
-
-    Args:
-        connection: a shared :class:`ConnectionManager`, or a config / URL / ``None`` for an
-            owned connection.
-        bucket: the object bucket name.
-    """
-
-    def __init__(self, connection: ConnectionManager | NatsConfig | str | None = None, *, bucket: str) -> None:
-        self._objects = ShipObjectStore(ObjectStoreConfig(bucket=validate_bucket_name(bucket)), connection)
-
-    @property
-    def objects(self) -> ShipObjectStore:
-        """The underlying object store (for ``info``, ``get_file`` and friends)."""
-        return self._objects
-
-    async def connect(self) -> Self:
-        """Connect (if owned) and provision the bucket."""
-        await self._objects.connect()
-        return self
-
-    async def close(self) -> None:
-        """Close the connection if owned."""
-        await self._objects.close()

@@ -29,10 +29,9 @@ from typing import Any, ClassVar, Self
 import structlog
 from pydantic import ValidationError
 
-from shipkit._connectable import Connectable
 from shipkit._names import validate_subject, validate_token
 from shipkit.config import NatsConfig
-from shipkit.connection import ConnectionManager, resolve_connection
+from shipkit.connection import ConnectionManager, ConnectionOwner
 from shipkit.errors import ConfigurationError, SerializationError, translate_nats_errors
 from shipkit.models import Event
 
@@ -104,29 +103,7 @@ def _event(event_type: str, source: str, payload: Any, correlation_id: str | Non
         raise SerializationError(f"cannot build an Event of type {event_type!r}: {exc}") from exc
 
 
-class _CoreClient(Connectable):
-    """Connection lifecycle shared by the pub/sub classes."""
-
-    def __init__(self, connection: ConnectionManager | NatsConfig | str | None = None) -> None:
-        self._conn, self._owns_connection = resolve_connection(connection)
-
-    @property
-    def connection(self) -> ConnectionManager:
-        """The connection manager in use (shared or owned)."""
-        return self._conn
-
-    async def connect(self) -> Self:
-        """Connect (if the manager is not connected yet); returns ``self``."""
-        await self._conn.connect()
-        return self
-
-    async def close(self) -> None:
-        """Close the connection if this object created it; a shared one stays open."""
-        if self._owns_connection:
-            await self._conn.close()
-
-
-class Publisher(_CoreClient):
+class Publisher(ConnectionOwner):
     """Publishes :class:`~shipkit.models.Event` envelopes over core NATS (no persistence).
 
     Args:
@@ -184,7 +161,7 @@ class Publisher(_CoreClient):
             NotConnectedError: called before :meth:`connect`.
         """
         validate_subject(subject, "subject")
-        client = self._conn.client
+        client = self.connection.client
         with translate_nats_errors(f"publish {subject}"):
             await client.publish(subject, data, headers=headers)
 
@@ -196,7 +173,7 @@ class _Registration:
     queue: str | None
 
 
-class Subscriber(_CoreClient):
+class Subscriber(ConnectionOwner):
     """Dispatches pub/sub events matching registered patterns to async handlers.
 
     Register with :meth:`subscribe` (before :meth:`start`), then :meth:`start` to activate the
@@ -254,7 +231,7 @@ class Subscriber(_CoreClient):
     async def _start(self) -> None:
         if self._started:
             return
-        client = self._conn.client
+        client = self.connection.client
         self._stopped = asyncio.Event()
         try:
             for registration in self._registrations:
@@ -263,7 +240,7 @@ class Subscriber(_CoreClient):
                         registration.pattern, queue=registration.queue or "", cb=_dispatcher(registration)
                     )
                 self._subscriptions.append(sub)
-            await self._conn.confirm_sent()
+            await self.connection.confirm_sent()
         except BaseException:
             await self._unsubscribe_all(drain_timeout_s=0)
             raise
@@ -302,7 +279,7 @@ class Subscriber(_CoreClient):
 
     async def _unsubscribe_all(self, drain_timeout_s: float) -> None:
         subs, self._subscriptions = self._subscriptions, []
-        if not subs or not self._conn.is_connected:
+        if not subs or not self.connection.is_connected:
             return
         if drain_timeout_s <= 0:
             for sub in subs:
@@ -320,8 +297,10 @@ class Subscriber(_CoreClient):
     async def close(self) -> None:
         """Stop the subscriptions, then close the connection if this object created it."""
         self._closed = True
-        await self.stop()
         await super().close()
+
+    async def _teardown(self) -> None:
+        await self.stop()
 
 
 async def _force_unsubscribe(sub: Any) -> None:

@@ -22,7 +22,8 @@ from shipkit.config import NatsConfig
 from shipkit.connection import ConnectionManager
 from shipkit.errors import SerializationError
 from shipkit.models import ObjectMeta, parse_timestamp
-from shipkit.primitives.objects import ObjectPrimitive
+from shipkit.primitives._bucket import BucketOwner
+from shipkit.primitives.objects import ShipObjectStore
 
 __all__ = ["DEFAULT_SNAPSHOTS_BUCKET", "BeingSnapshots", "parse_snapshot_id"]
 
@@ -42,7 +43,7 @@ def parse_snapshot_id(snapshot_id: str) -> tuple[str, str, int] | None:
     return match["being"], match["stamp"], int(match["seq"] or 1)
 
 
-class BeingSnapshots(ObjectPrimitive):
+class BeingSnapshots(BucketOwner[ShipObjectStore]):
     """Take, list and restore snapshots of beings' state.
 
     ::
@@ -60,7 +61,7 @@ class BeingSnapshots(ObjectPrimitive):
     def __init__(
         self, connection: ConnectionManager | NatsConfig | str | None = None, *, bucket: str = DEFAULT_SNAPSHOTS_BUCKET
     ) -> None:
-        super().__init__(connection, bucket=bucket)
+        super().__init__(connection, lambda shared: ShipObjectStore(bucket, shared))
 
     async def take(self, being_id: str, state: Any, reason: str) -> str:
         """Store ``state`` (any JSON value) and return the new snapshot id.
@@ -74,7 +75,7 @@ class BeingSnapshots(ObjectPrimitive):
         now = datetime.now(UTC)
         base = f"{being_id}_{now:%Y%m%d_%H%M%S}"
         body = dumps({"being_id": being_id, "reason": reason, "state": state, "created": now.isoformat()})
-        meta = await self._objects.create(
+        meta = await self.store.create(
             base,
             body,
             description=reason,
@@ -89,7 +90,7 @@ class BeingSnapshots(ObjectPrimitive):
             SerializationError: the object is not a snapshot JSON with a ``state`` member.
             ChecksumMismatchError: the stored bytes are corrupt.
         """
-        data = await self._objects.get(snapshot_id)
+        data = await self.store.get(snapshot_id)
         if data is None:
             return None
         document = loads(data, f"snapshot {snapshot_id}")
@@ -105,7 +106,7 @@ class BeingSnapshots(ObjectPrimitive):
         ``created`` time.
         """
         entries = []
-        for meta in await self._objects.list():
+        for meta in await self.store.list():
             parsed = parse_snapshot_id(meta.name)
             if being_id is not None and (parsed is None or parsed[0] != being_id):
                 continue
@@ -119,7 +120,7 @@ class BeingSnapshots(ObjectPrimitive):
         Raises:
             ObjectNotFoundError: there is no such snapshot.
         """
-        await self._objects.delete(snapshot_id)
+        await self.store.delete(snapshot_id)
 
 
 def _stamp_of(created: str) -> str:

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from nats.js import api
 from structlog.testing import capture_logs
 
-from shipkit.config import StreamConfig
+from shipkit.config import NatsConfig, StreamConfig
 from shipkit.connection import ConnectionManager
 from shipkit.errors import ConfigurationError, InvalidNameError, SerializationError, StreamNotFoundError
 from shipkit.models import ChannelMessage
@@ -312,3 +313,89 @@ async def test_custom_stream(shipkit_connection: ConnectionManager, raw: Any) ->
     assert getattr(storage, "value", storage) == "memory"
     await service.close()
     assert shipkit_connection.is_connected  # a shared connection stays open
+
+
+# -- the seed's call shapes ------------------------------------------------------------------------
+
+
+async def test_seed_channel_service_new_then_connect_agent_name(shipkit_config: NatsConfig, raw: Any) -> None:
+    """Mirrors the seed's `ChannelService::new(cfg)` then `ch.connect(agent_name)` and `ch.send_message(..)`."""
+    channels = ChannelService(shipkit_config)
+    await channels.connect("seed-agent")
+    try:
+        assert channels.agent_name == "seed-agent"
+        await channels.send_message("general", "hello from the seed shape")
+    finally:
+        await channels.close()
+    [msg] = await stored(raw)
+    assert json.loads(msg.data)["sender"] == "seed-agent"
+
+
+async def test_seed_channel_service_over_a_shared_manager(shipkit_connection: ConnectionManager) -> None:
+    """ChannelService(manager) then connect(agent_name) works too, and close() keeps the shared manager open."""
+    channels = ChannelService(shipkit_connection)
+    await channels.connect("dave")
+    await channels.close()
+    assert shipkit_connection.is_connected
+
+
+async def test_seed_shape_refuses_missing_or_conflicting_agent_names(
+    shipkit_config: NatsConfig, shipkit_connection: ConnectionManager
+) -> None:
+    """connect() without any agent name, a second differing name, or two connections raise ConfigurationError."""
+    with pytest.raises(ConfigurationError, match="connect\\(agent_name\\)"):
+        await ChannelService(shipkit_connection).connect()
+    with pytest.raises(ConfigurationError, match="'alice'"):
+        await ChannelService("alice", shipkit_connection).connect("bob")
+    with pytest.raises(ConfigurationError, match="two connections"):
+        ChannelService(shipkit_config, shipkit_connection)
+    with pytest.raises(ConfigurationError, match="no agent name yet"):
+        ChannelService(shipkit_connection).durable_for("general")
+    with pytest.raises(InvalidNameError):
+        await ChannelService(shipkit_connection).connect("  ")
+
+
+async def test_seed_subscribe_signature(alice: ChannelService, bob: ChannelService) -> None:
+    """Mirrors the seed's `ch.subscribe(channel, replay_history, handler)`: positional bool, then the handler."""
+    await bob.send_message("general", "before")
+    queue, handler = collector()
+    consumer = await alice.subscribe("general", True, handler)
+    assert (await get(queue)).content == "before"
+    assert consumer.durable == "alice_general"
+    info = await consumer.info()
+    assert info.config.deliver_policy == api.DeliverPolicy.ALL
+
+
+async def test_seed_subscribe_without_replay(alice: ChannelService, bob: ChannelService) -> None:
+    """subscribe(channel, False, handler) delivers only messages sent after subscribing, as in the seed."""
+    await bob.send_message("general", "old")
+    queue, handler = collector()
+    await alice.subscribe("general", False, handler)
+    await bob.send_message("general", "new")
+    assert (await get(queue)).content == "new"
+
+
+async def test_subscribe_refuses_calls_fitting_neither_shape(alice: ChannelService) -> None:
+    """A call that fits neither subscribe shape raises ConfigurationError naming both shapes."""
+    _, handler = collector()
+    bad_calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+        ((handler, True), {}),
+        ((True,), {}),
+        ((), {}),
+        (("yes", handler), {}),
+        ((True, handler), {"replay_history": True}),
+        ((handler,), {"handler": handler}),
+    ]
+    for args, kwargs in bad_calls:
+        with pytest.raises(ConfigurationError, match="replay_history, handler"):
+            await alice.subscribe("general", *args, **kwargs)
+
+
+async def test_subscribe_refuses_a_sync_handler(alice: ChannelService) -> None:
+    """A plain function as the handler raises ConfigurationError in either shape."""
+
+    def sync_handler(message: ChannelMessage) -> None:
+        return None
+
+    with pytest.raises(ConfigurationError, match="async"):
+        await alice.subscribe("general", True, sync_handler)  # type: ignore[call-overload]

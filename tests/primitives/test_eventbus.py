@@ -101,10 +101,10 @@ async def test_emit_null_payload_and_given_correlation_id(bus: EventBus, raw: An
     assert body["correlation_id"] == "feedbeef"
 
 
-async def test_emit_event_publishes_a_prepared_event(bus: EventBus, raw: Any) -> None:
-    """emit_event sends the given ShipEvent unchanged to {prefix}.{event_type}."""
+async def test_publish_event_publishes_a_prepared_event(bus: EventBus, raw: Any) -> None:
+    """publish_event sends the given ShipEvent unchanged to {prefix}.{event_type}."""
     event = ShipEvent.new("job.done", [1], source="elsewhere", correlation_id="00000001")
-    await bus.emit_event(event)
+    await bus.publish_event(event)
     [msg] = await stored(raw)
     assert msg.subject == "ship.events.job.done"
     assert msg.data == event.to_json()
@@ -542,3 +542,29 @@ async def test_module_emit_event_creates_global_bus_lazily(
         await close_global_bus()
     assert [json.loads(m.data)["payload"] for m in await stored(raw)] == [1, 2]
     assert eventbus_module._global_bus is None
+
+
+# -- the seed's call shapes ------------------------------------------------------------------------
+
+
+async def test_seed_emit_event_signature(shipkit_config: NatsConfig, raw: Any) -> None:
+    """Mirrors the seed's `EventBus::new(cfg).with_source(..)`, `connect()`, `bus.emit_event(event_type, payload)`."""
+    bus = EventBus(shipkit_config).with_source("seed-agent")
+    await bus.connect()
+    try:
+        event = await bus.emit_event("task.completed", {"task_id": "T-1"})
+    finally:
+        await bus.close()
+    [msg] = await stored(raw)
+    assert msg.subject == "ship.events.task.completed"
+    body = json.loads(msg.data)
+    assert (body["event_type"], body["source"], body["payload"]) == ("task.completed", "seed-agent", {"task_id": "T-1"})
+    assert body["correlation_id"] == event.correlation_id
+
+
+async def test_emit_event_with_a_prepared_event_points_to_publish_event(bus: EventBus, raw: Any) -> None:
+    """emit_event(ShipEvent) (shipkit's old shape) raises ConfigurationError naming publish_event; nothing is sent."""
+    event = ShipEvent.new("job.done", [1], source="elsewhere")
+    with pytest.raises(ConfigurationError, match="publish_event"):
+        await bus.emit_event(event)  # type: ignore[arg-type]
+    assert (await raw.jetstream().stream_info("SHIP_EVENTS")).state.messages == 0

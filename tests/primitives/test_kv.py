@@ -24,7 +24,7 @@ from shipkit.errors import (
     RevisionConflictError,
     SerializationError,
 )
-from shipkit.primitives import kv as kv_module
+from shipkit.primitives import _kv_watch
 from shipkit.primitives.kv import KvEntry, KvStore, KvWatch
 
 TIMEOUT = 5
@@ -496,7 +496,7 @@ async def test_watch_raises_not_connected_when_the_connection_closes(
     kv: KvStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A reader blocked on a watch whose connection closes gets NotConnectedError instead of hanging."""
-    monkeypatch.setattr(kv_module, "_LIVENESS_CHECK_S", 0.02)
+    monkeypatch.setattr(_kv_watch, "_LIVENESS_CHECK_S", 0.02)
     async with kv.watch() as watch:
         pending = asyncio.ensure_future(next_entry(watch))
         await asyncio.wait_for(watch.wait_initial_done(), timeout=TIMEOUT)

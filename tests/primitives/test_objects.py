@@ -29,7 +29,8 @@ from shipkit.errors import (
     SerializationError,
 )
 from shipkit.models import parse_timestamp
-from shipkit.primitives.objects import DEFAULT_CHUNK_SIZE, ShipObjectStore, digest_to_hex, hex_to_digest
+from shipkit.primitives._object_format import hex_to_digest
+from shipkit.primitives.objects import DEFAULT_CHUNK_SIZE, ShipObjectStore
 
 BUCKET = "files"
 THREE_MIB = 3 * 1024 * 1024
@@ -392,22 +393,3 @@ async def test_put_file_of_missing_path_stores_nothing(store: ShipObjectStore, t
     with pytest.raises(FileNotFoundError):
         await store.put_file("ghost", tmp_path / "missing.bin")
     assert await store.info("ghost") is None
-
-
-# -- digest helpers ---------------------------------------------------------------------------
-
-
-def test_digest_conversions_round_trip() -> None:
-    """hex_to_digest and digest_to_hex invert each other; unpadded and standard-alphabet digests are read too."""
-    hexd = sha256_hex(b"abc")
-    digest = hex_to_digest(hexd)
-    assert digest.startswith("SHA-256=")
-    assert digest_to_hex(digest) == hexd
-    raw = hashlib.sha256(b"abc").digest()
-    assert digest_to_hex("SHA-256=" + base64.b64encode(raw).decode().rstrip("=")) == hexd
-    assert digest_to_hex(None) is None
-    assert digest_to_hex("") is None
-    with pytest.raises(SerializationError):
-        digest_to_hex("MD5=abc")
-    with pytest.raises(SerializationError):
-        digest_to_hex("SHA-256=dG9vIHNob3J0")

@@ -80,7 +80,7 @@ async def test_snapshot_json_has_contract_key_order(
 async def test_description_is_the_reason(snaps: BeingSnapshots, raw_js: JetStreamContext) -> None:
     """The object's description is the reason, as the seed writes it."""
     snapshot_id = await snaps.take("scout-1", None, "nightly backup")
-    info = await snaps.objects.info(snapshot_id)
+    info = await snaps.store.info(snapshot_id)
     assert info is not None
     assert info.description == "nightly backup"
     raw_info = await (await raw_js.object_store("snapshots")).get_info(snapshot_id)
@@ -117,7 +117,7 @@ async def test_restore_of_missing_snapshot_is_none(snaps: BeingSnapshots) -> Non
 
 async def test_restore_of_a_non_snapshot_object_raises(snaps: BeingSnapshots) -> None:
     """An object in the bucket that is not snapshot JSON raises SerializationError on restore."""
-    await snaps.objects.put("junk", b"[1, 2, 3]")
+    await snaps.store.put("junk", b"[1, 2, 3]")
     with pytest.raises(SerializationError):
         await snaps.restore("junk")
 
