@@ -33,7 +33,7 @@ from shipkit.errors import (
     NatsTimeoutError,
     ShipkitError,
     StreamNotFoundError,
-    translate_nats_error,
+    as_shipkit_error,
     translate_nats_errors,
 )
 
@@ -203,11 +203,11 @@ class PipelinedPublisher:
         self._pending.pop(token, None)
 
     async def _publish(self, subject: str, data: bytes, token: str, headers: dict[str, str] | None) -> None:
-        # translate_nats_error on the rare failure instead of a context manager on every publish
+        # as_shipkit_error on the rare failure instead of a context manager on every publish
         try:
             await self.connection.client.publish(subject, data, reply=self._prefix + token, headers=headers)
         except Exception as exc:
-            translated = translate_nats_error(exc, f"publish {subject}")
+            translated = as_shipkit_error(exc, f"publish {subject}")
             if translated is exc:
                 raise
             raise translated from exc

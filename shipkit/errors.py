@@ -66,7 +66,7 @@ __all__ = [
     "ShipkitError",
     "StreamExistsError",
     "StreamNotFoundError",
-    "translate_nats_error",
+    "as_shipkit_error",
     "translate_nats_errors",
 ]
 
@@ -281,7 +281,7 @@ def _translate(exc: BaseException, what: str) -> ShipkitError | None:
     return None
 
 
-def translate_nats_error(exc: BaseException, what: str = "") -> BaseException:
+def as_shipkit_error(exc: BaseException, what: str = "") -> BaseException:
     """The shipkit error for a nats-py exception (``__cause__`` set), or ``exc`` itself if it is not one."""
     if isinstance(exc, ShipkitError):
         return exc

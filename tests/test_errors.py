@@ -48,10 +48,37 @@ def translate(exc: BaseException, what: str = "op target") -> BaseException:
 
 def test_every_public_error_is_rooted_at_shipkit_error() -> None:
     """Every exception class exported by shipkit.errors derives from ShipkitError."""
-    classes = [getattr(errors_module, name) for name in errors_module.__all__ if not name.startswith("translate_")]
-    assert len(classes) >= 17
+    exported = [getattr(errors_module, name) for name in errors_module.__all__]
+    classes = [value for value in exported if isinstance(value, type)]
+    assert len(classes) >= 23
     for cls in classes:
         assert issubclass(cls, ShipkitError), cls
+
+
+def test_every_exception_class_of_shipkit_lives_in_errors() -> None:
+    """No shipkit module but errors.py defines an exception class (the one drawn tree)."""
+    import ast
+    from pathlib import Path
+
+    package = Path(errors_module.__file__).parent
+    outside = []
+    for path in package.rglob("*.py"):
+        if path.name == "errors.py" and path.parent == package:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef) and any(
+                isinstance(base, ast.Name) and base.id.endswith(("Error", "Exception")) for base in node.bases
+            ):
+                outside.append(f"{path.relative_to(package)}:{node.name}")
+    assert outside == []
+
+
+def test_the_drawn_tree_names_every_exported_error() -> None:
+    """errors.py's docstring draws every exception class it exports."""
+    doc = errors_module.__doc__ or ""
+    for name in errors_module.__all__:
+        if isinstance(getattr(errors_module, name), type):
+            assert f"── {name} " in doc or f"    {name}\n" in doc, name
 
 
 @pytest.mark.parametrize(
@@ -242,10 +269,10 @@ def test_no_exception_no_effect() -> None:
 
 
 def test_translate_nats_error_function_matches_the_context_manager() -> None:
-    """translate_nats_error returns the same translation, with the cause chained, and leaves others alone."""
+    """as_shipkit_error returns the same translation, with the cause chained, and leaves others alone."""
     original = nats_errors.NoRespondersError()
-    translated = errors_module.translate_nats_error(original, "request x")
+    translated = errors_module.as_shipkit_error(original, "request x")
     assert type(translated) is type(translate(nats_errors.NoRespondersError(), "request x"))
     assert translated.__cause__ is original
     plain = ValueError("mine")
-    assert errors_module.translate_nats_error(plain) is plain
+    assert errors_module.as_shipkit_error(plain) is plain

@@ -5,8 +5,8 @@ everything survives restarts); :class:`JobWorker` runs a :class:`JobWorkerSpec`'
 them with retries, timeouts, heartbeats, progress and cancellation. See ``docs/jobs.md``.
 """
 
+from shipkit.errors import JobStateError, LeaseLostError
 from shipkit.jobs.context import JobContext
-from shipkit.jobs.errors import JobStateError, LeaseLostError
 from shipkit.jobs.models import Backoff, Job, JobCounts, JobState, ResultRef
 from shipkit.jobs.queue import JobQueue
 from shipkit.jobs.schedule import CronExpression, Schedule

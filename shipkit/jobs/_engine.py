@@ -34,7 +34,7 @@ import shipkit.jobs._transitions as step
 from shipkit._publish import PipelinedPublisher
 from shipkit.config import StreamConfig
 from shipkit.connection import ConnectionManager
-from shipkit.errors import KeyNotFoundError, RevisionConflictError, ShipkitError, translate_nats_errors
+from shipkit.errors import JobStateError, KeyNotFoundError, RevisionConflictError, ShipkitError, translate_nats_errors
 from shipkit.jobs._dispatch_stream import DispatchStream
 from shipkit.jobs._events import Announcer
 from shipkit.jobs._holder import Holder
@@ -44,7 +44,6 @@ from shipkit.jobs._lease import LeaseKeeper
 from shipkit.jobs._results import ResultStore
 from shipkit.jobs._retry import TRANSIENT_ERRORS
 from shipkit.jobs._store import ADJUST, NEW, Counters, JobStore
-from shipkit.jobs.errors import JobStateError
 from shipkit.jobs.models import Backoff, Job, JobCounts, JobState, now_ms
 
 log = structlog.get_logger(__name__)

@@ -18,14 +18,19 @@ from pydantic import ValidationError
 
 import shipkit.jobs._transitions as step
 from shipkit._publish import PipelinedPublisher
-from shipkit.errors import ConfigurationError, RevisionConflictError, SerializationError, translate_nats_errors
+from shipkit.errors import (
+    ConfigurationError,
+    LeaseLostError,
+    RevisionConflictError,
+    SerializationError,
+    translate_nats_errors,
+)
 from shipkit.jobs._dispatch_stream import DispatchBody
 from shipkit.jobs._events import Announcer
 from shipkit.jobs._ids import IdAllocator
 from shipkit.jobs._lease import Lease, LeaseKeeper
 from shipkit.jobs._results import ResultStore
 from shipkit.jobs._store import NEW, JobStore
-from shipkit.jobs.errors import LeaseLostError
 from shipkit.jobs.models import Backoff, Job, JobState, now_ms
 from shipkit.jobs.schedule import Schedule
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shipkit.jobs.errors import JobStateError
+from shipkit.errors import JobStateError
 from shipkit.jobs.models import Job, JobState, ResultRef
 
 CLAIMABLE = frozenset({JobState.SCHEDULED, JobState.QUEUED})

@@ -33,12 +33,11 @@ from pydantic_core import PydanticSerializationError
 from shipkit._names import validate_subject, validate_token
 from shipkit.config import NatsConfig, StorageType, StreamConfig
 from shipkit.connection import ConnectionManager, ConnectionOwner
-from shipkit.errors import ConfigurationError, KeyNotFoundError, SerializationError
+from shipkit.errors import ConfigurationError, JobStateError, KeyNotFoundError, SerializationError
 from shipkit.jobs._engine import JobEngine
 from shipkit.jobs._ids import id_number, validate_job_id
 from shipkit.jobs._layout import QueueLayout
 from shipkit.jobs._lease import Lease
-from shipkit.jobs.errors import JobStateError
 from shipkit.jobs.models import Backoff, Job, JobCounts, JobState, now_ms
 from shipkit.jobs.schedule import CronExpression, Schedule
 

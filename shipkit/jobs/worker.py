@@ -29,12 +29,11 @@ import structlog
 from nats.aio.msg import Msg
 from pydantic import ValidationError
 
-from shipkit.errors import SerializationError, ShipkitError
+from shipkit.errors import LeaseLostError, SerializationError, ShipkitError
 from shipkit.jobs._lease import Lease
 from shipkit.jobs._pull import Puller
 from shipkit.jobs._retry import TRANSIENT_ERRORS, retry_transient
 from shipkit.jobs.context import JobContext
-from shipkit.jobs.errors import LeaseLostError
 from shipkit.jobs.models import now_ms
 from shipkit.jobs.queue import JobQueue
 from shipkit.jobs.spec import JobWorkerSpec

@@ -2,23 +2,21 @@
 
 A KV bucket and an object bucket are both one JetStream stream (``KV_{bucket}``,
 ``OBJ_{bucket}``); a missing stream there means a missing bucket, and a ``get`` of a subject
-without messages answers with JetStream error :data:`JS_ERR_NO_MESSAGE_FOUND`.
+without messages answers with JetStream error :data:`shipkit.errors.JS_ERR_NO_MESSAGE_FOUND`.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import Final, Generic, Protocol, Self, TypeVar
+from typing import Generic, Protocol, Self, TypeVar
 
 from shipkit.config import NatsConfig
 from shipkit.connection import ConnectionManager, ConnectionOwner
 from shipkit.errors import BucketNotFoundError, StreamNotFoundError, translate_nats_errors
 
-__all__ = ["JS_ERR_NO_MESSAGE_FOUND", "BucketOwner", "BucketStore", "bucket_errors"]
+__all__ = ["BucketOwner", "BucketStore", "bucket_errors"]
 
-# TODO(house): use shipkit.errors constant
-JS_ERR_NO_MESSAGE_FOUND: Final = 10037
 """JetStream API error code of a message ``get`` that finds nothing on the subject."""
 
 

@@ -30,13 +30,14 @@ from nats.js import api
 from nats.nuid import NUID
 from pydantic import ValidationError
 
+from shipkit._jetstream import pull_next_subject
 from shipkit._json import dumps
 from shipkit._names import sanitize_consumer_name, validate_consumer_name, validate_subject
 from shipkit.config import NatsConfig, StreamConfig
 from shipkit.connection import ConnectionManager, ConnectionOwner
 from shipkit.errors import ConfigurationError, InvalidNameError, SerializationError, translate_nats_errors
 from shipkit.models import ChannelMessage
-from shipkit.primitives.consumer import DurableConsumer, check_async, pull_subject
+from shipkit.primitives.consumer import DurableConsumer, check_async
 
 __all__ = ["CHANNEL_SUBJECT_PREFIX", "ChannelHandler", "ChannelService"]
 
@@ -378,7 +379,7 @@ class _HistoryReader:
             sub = await client.subscribe(inbox)
             try:
                 request = dumps({"batch": limit, "no_wait": True})
-                await client.publish(pull_subject(self._stream, name), request, reply=inbox)
+                await client.publish(pull_next_subject(self._stream, name), request, reply=inbox)
                 while len(out) < limit:
                     msg = await sub.next_msg(timeout=self._connection.config.request_timeout_s)
                     if not msg.reply:  # a status (404 no more messages, 408): the batch is over

@@ -48,6 +48,7 @@ from typing import Any, Literal, Self
 import structlog
 from nats.js import api
 
+from shipkit._jetstream import pull_next_subject
 from shipkit._json import dumps
 from shipkit._names import validate_consumer_name, validate_stream_name, validate_subject
 from shipkit.connection import ConnectionManager
@@ -67,7 +68,6 @@ __all__ = [
     "MsgHandler",
     "ShipEventHandler",
     "check_async",
-    "pull_subject",
     "ship_event_handler",
 ]
 
@@ -82,7 +82,6 @@ MsgHandler = Callable[[Any], Awaitable[None]]
 ShipEventHandler = Callable[[ShipEvent], Awaitable[None]]
 """An async handler of one decoded :class:`~shipkit.models.ShipEvent`."""
 
-_JS_API_PREFIX = "$JS.API"
 _NS = 1_000_000_000
 
 
@@ -97,11 +96,6 @@ def ship_event_handler(handler: ShipEventHandler) -> MsgHandler:
         await handler(ShipEvent.from_json(msg.data))
 
     return on_msg
-
-
-def pull_subject(stream: str, consumer: str) -> str:
-    """The JetStream API subject a pull request for ``consumer`` on ``stream`` is published to."""
-    return f"{_JS_API_PREFIX}.CONSUMER.MSG.NEXT.{stream}.{consumer}"
 
 
 def check_async(handler: Callable[..., Any], what: str) -> None:
@@ -174,7 +168,7 @@ class DurableConsumer:
         self._watchdog: asyncio.Task[None] | None = None
         self._sub: Any = None
         self._inbox = ""
-        self._pull_subject = pull_subject(self.stream, self.durable)
+        self._pull_subject = pull_next_subject(self.stream, self.durable)
         self._requested = 0  # messages asked for in open pull requests, not yet delivered
         self._busy = 0  # handlers running now
         self._avg_handler_s: float | None = None

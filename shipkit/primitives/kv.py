@@ -31,8 +31,14 @@ from shipkit import _json
 from shipkit._names import validate_bucket_name, validate_kv_key, validate_kv_key_pattern
 from shipkit.config import KvBucketConfig, NatsConfig
 from shipkit.connection import ConnectionManager, ConnectionOwner
-from shipkit.errors import BucketNotFoundError, ConfigurationError, NotConnectedError, RevisionConflictError
-from shipkit.primitives._bucket import JS_ERR_NO_MESSAGE_FOUND, BucketOwner
+from shipkit.errors import (
+    JS_ERR_NO_MESSAGE_FOUND,
+    BucketNotFoundError,
+    ConfigurationError,
+    NotConnectedError,
+    RevisionConflictError,
+)
+from shipkit.primitives._bucket import BucketOwner
 from shipkit.primitives._kv_watch import (
     KvEntry,
     KvOperation,

@@ -41,6 +41,7 @@ from shipkit._names import validate_bucket_name, validate_object_name
 from shipkit.config import NatsConfig, ObjectStoreConfig
 from shipkit.connection import ConnectionManager, ConnectionOwner
 from shipkit.errors import (
+    JS_ERR_NO_MESSAGE_FOUND,
     ConfigurationError,
     JetStreamError,
     NotConnectedError,
@@ -51,7 +52,7 @@ from shipkit.errors import (
 )
 from shipkit.models import ObjectMeta, utc_now_iso
 from shipkit.primitives import _object_format as fmt
-from shipkit.primitives._bucket import JS_ERR_NO_MESSAGE_FOUND, bucket_errors
+from shipkit.primitives._bucket import bucket_errors
 from shipkit.primitives._object_format import SHA256_METADATA_KEY
 
 __all__ = [

@@ -20,7 +20,7 @@ from nats.aio.msg import Msg
 from pydantic import ValidationError
 
 from shipkit._json import dumps
-from shipkit.errors import PayloadTooLargeError, ServiceError, translate_nats_error
+from shipkit.errors import PayloadTooLargeError, ServiceError, as_shipkit_error
 from shipkit.models import ErrorResponse
 from shipkit.service.codec import Signature, encode_result
 from shipkit.service.context import Context
@@ -253,7 +253,7 @@ class Endpoint:
             try:
                 await self.host.client.publish(reply, encode_result(result))
             except Exception as exc:  # encoding or an oversized reply: tell the caller what happened
-                failure = translate_nats_error(exc, f"reply to {self.subject}")
+                failure = as_shipkit_error(exc, f"reply to {self.subject}")
                 await self._failed(msg, failure, started, note="the handler succeeded but its reply could not be sent")
                 return
         self.processing_time_ns += time.perf_counter_ns() - started
