@@ -14,6 +14,7 @@ about. The layers, lowest first (``docs/architecture.md`` draws them):
 from __future__ import annotations
 
 import ast
+import importlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -163,3 +164,17 @@ def test_upward_imports_are_reported_with_their_layers() -> None:
     """An import from a primitive into the service layer is reported, naming both layers."""
     graph = {"shipkit.primitives.kv": {"shipkit.service.app", "shipkit.errors"}}
     assert upward_imports(graph) == ["shipkit.primitives.kv (primitives) -> shipkit.service.app (service)"]
+
+
+PUBLIC_PACKAGES = ("shipkit", "shipkit.primitives", "shipkit.jobs", "shipkit.service", "shipkit.cli")
+
+
+@pytest.mark.parametrize("package", PUBLIC_PACKAGES)
+def test_public_packages_have_a_curated_sorted_all(package: str) -> None:
+    """Each public package lists its names in a sorted ``__all__``, and every listed name exists."""
+    module = importlib.import_module(package)
+    names = list(module.__all__)
+    assert names == sorted(names), f"{package}.__all__ is not sorted"
+    assert len(names) == len(set(names)), f"{package}.__all__ lists a name twice"
+    missing = [name for name in names if not hasattr(module, name)]
+    assert missing == []

@@ -10,8 +10,8 @@ from shipkit.jobs.context import JobContext
 from shipkit.jobs.models import Backoff, Job, JobCounts, JobState, ResultRef
 from shipkit.jobs.queue import JobQueue
 from shipkit.jobs.schedule import CronExpression, Schedule
-from shipkit.jobs.spec import JobWorkerSpec
 from shipkit.jobs.worker import JobWorker, JobWorkerStats
+from shipkit.jobs.worker_spec import JobWorkerSpec
 
 __all__ = [
     "Backoff",

@@ -1,4 +1,4 @@
-"""The runner that executes a :class:`~shipkit.jobs.spec.JobWorkerSpec`: :class:`JobWorker`.
+"""The runner that executes a :class:`~shipkit.jobs.worker_spec.JobWorkerSpec`: :class:`JobWorker`.
 
 Integration contract (what ``@service.job_worker`` relies on):
 
@@ -36,7 +36,7 @@ from shipkit.jobs._retry import TRANSIENT_ERRORS, retry_transient
 from shipkit.jobs.context import JobContext
 from shipkit.jobs.models import now_ms
 from shipkit.jobs.queue import JobQueue
-from shipkit.jobs.spec import JobWorkerSpec
+from shipkit.jobs.worker_spec import JobWorkerSpec
 
 __all__ = ["JobWorker", "JobWorkerStats"]
 

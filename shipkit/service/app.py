@@ -33,7 +33,7 @@ from shipkit._names import (
 from shipkit.config import KvBucketConfig, StreamConfig
 from shipkit.errors import ConfigurationError
 from shipkit.jobs.models import Backoff
-from shipkit.jobs.spec import JobWorkerSpec
+from shipkit.jobs.worker_spec import JobWorkerSpec
 from shipkit.models import ChannelMessage, Event, ShipEvent
 from shipkit.primitives.kv import KvEntry
 from shipkit.service.codec import inspect_handler
