@@ -123,11 +123,13 @@ class QueueView:
             self._opened = True
         if action == "cancel":
             job = await self._queue.cancel(job_id)
+            await self._queue.flush()  # counts on the page are exact when the outcome arrives
             if job.state is JobState.RUNNING:
                 return {"ok": True, "state": job.state.value, "message": f"{job_id}: cancellation requested"}
             return {"ok": True, "state": job.state.value, "message": f"{job_id}: {job.state.value}"}
         if action == "retry":
             job = await self._queue.retry(job_id)
+            await self._queue.flush()
             return {"ok": True, "state": job.state.value, "message": f"{job_id}: requeued ({job.state.value})"}
         if action == "purge":
             return await self._purge(job_id)

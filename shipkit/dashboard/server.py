@@ -26,6 +26,7 @@ async def serve_async(settings: DashboardSettings, *, log_level: str = "warning"
             port=settings.port,
             log_level=log_level,
             access_log=False,
+            timeout_graceful_shutdown=2,  # live feeds never end on their own: close them after 2 s
         )
         await uvicorn.Server(config).serve()  # uvicorn handles SIGINT / SIGTERM and shuts down in order
     finally:

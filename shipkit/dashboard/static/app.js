@@ -115,6 +115,25 @@ function jobButtons(j) {
   return b.join(" ");
 }
 
+// Replace only the rows that changed, so a button under the pointer is not swapped mid-click.
+const rowHtml = new WeakMap();
+function patchRows(body, rows) {
+  const current = Array.from(body.children);
+  if (current.length !== rows.length || current.some((tr, i) => tr.dataset.jobRow !== rows[i][0])) {
+    body.innerHTML = rows.map((r) => r[1]).join("");
+    Array.from(body.children).forEach((tr, i) => rowHtml.set(tr, rows[i][1]));
+    return;
+  }
+  current.forEach((tr, i) => {
+    if (rowHtml.get(tr) === rows[i][1]) return;
+    const fresh = document.createElement("tbody");
+    fresh.innerHTML = rows[i][1];
+    const replacement = fresh.firstElementChild;
+    rowHtml.set(replacement, rows[i][1]);
+    tr.replaceWith(replacement);
+  });
+}
+
 async function loadJobs() {
   if (!ui.queue) return;
   if (ui.jobsInFlight) { ui.jobsAgain = true; return; }
@@ -128,11 +147,12 @@ async function loadJobs() {
     $("page-label").textContent = page.total ? `${page.offset + 1}–${Math.min(page.total, page.offset + page.items.length)}` : "";
     $("prev").disabled = page.offset === 0;
     $("next").disabled = page.offset + page.items.length >= page.total;
-    $("jobs-body").innerHTML = page.items.map((j) => `<tr class="clickable" data-job-row="${esc(j.id)}" data-testid="job-${esc(j.id)}">` +
+    const rows = page.items.map((j) => [j.id, `<tr class="clickable" data-job-row="${esc(j.id)}" data-testid="job-${esc(j.id)}">` +
       `<td class="mono">${esc(j.id)}</td><td data-testid="state">${badge(j.state)}${j.cancel_requested && j.state === "running" ? " " + badge("cancelling", "warn") : ""}</td><td>${esc(j.worker)}</td>` +
       `<td class="wide">${progressBar(j)}</td><td class="num">${j.attempt}/${j.max_attempts ?? "–"}</td>` +
       `<td class="num" style="${anyPrio ? "" : "display:none"}">${esc(j.priority ?? "")}</td><td>${fmtAge(ageMs(j.queued_at))}</td>` +
-      `<td class="wide muted" title="${esc(j.error || j.payload)}">${esc(j.error || j.payload)}</td><td>${jobButtons(j)}</td></tr>`).join("");
+      `<td class="wide muted" title="${esc(j.error || j.payload)}">${esc(j.error || j.payload)}</td><td>${jobButtons(j)}</td></tr>`]);
+    patchRows($("jobs-body"), rows);
   } catch (err) {
     $("jobs-total").textContent = `list failed: ${err.message}`;
   } finally {
