@@ -1,6 +1,6 @@
 """Take ``docs/img/dashboard.png``: the fleet example and a dashboard in subprocesses, headless Chromium.
 
-    python examples/fleet/screenshot.py [OUT.png]
+python examples/fleet/screenshot.py [OUT.png]
 """
 
 from __future__ import annotations
