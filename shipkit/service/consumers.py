@@ -142,10 +142,16 @@ def _watch_payload(spec: KvWatchSpec, entry: KvEntry) -> Any:
     return spec.signature.from_python(entry.value)
 
 
-async def start_kv_watches(host: Host, specs: Sequence[KvWatchSpec]) -> list[Stopper]:
-    """One watch per ``@service.kv_watch``: current values first, then puts and deletes."""
+async def start_kv_watches(
+    host: Host, specs: Sequence[KvWatchSpec], *, wrap: Callable[[KvWatchSpec], KvWatchSpec] | None = None
+) -> list[Stopper]:
+    """One watch per ``@service.kv_watch``: current values first, then puts and deletes.
+
+    ``wrap(spec)``, decided once at start, instruments each function (tracing).
+    """
     stoppers: list[Stopper] = []
-    for spec in specs:
+    for declared in specs:
+        spec = wrap(declared) if wrap is not None else declared
         store = await host.kv(spec.bucket)
         watch = await store.watch(spec.key).start()
         task = asyncio.create_task(_run_watch(host, spec, watch), name=f"kv_watch:{spec.bucket.bucket}")

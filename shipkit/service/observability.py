@@ -11,10 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
+from shipkit import _tracing
 from shipkit.connection import ConnectionManager
 from shipkit.jobs import JobCounts, JobQueue, JobWorkerSpec
 from shipkit.service.endpoint import Endpoint, FinishedHook
 from shipkit.service.health import HealthServer
+from shipkit.service.specs import KvWatchSpec
+from shipkit.service.tracing import TracedEndpoint, chain, end_request_span, wrap_kv_watch
 
 if TYPE_CHECKING:  # the module needs the optional prometheus-client; imported at run time only when on
     from shipkit.service.metrics import ServiceMetrics
@@ -65,6 +68,7 @@ class Observability:
         self.metrics: ServiceMetrics | None = None
         self.server: HealthServer | None = None
         self._queue: JobQueue[Any] | None = None
+        self.tracer = _tracing.tracer()  # decided once: a configured tracer provider turns tracing on
         if metrics_port is None:
             return
         from shipkit.service.metrics import CONTENT_TYPE, ServiceMetrics  # the optional extra, only when asked for
@@ -83,7 +87,20 @@ class Observability:
     @property
     def on_finished(self) -> FinishedHook | None:
         """The endpoints' finished hook (None when off: one attribute check per message)."""
-        return self.metrics.endpoint_finished if self.metrics is not None else None
+        return chain(
+            end_request_span if self.tracer is not None else None,
+            self.metrics.endpoint_finished if self.metrics is not None else None,
+        )
+
+    def new_endpoint(self, *args: Any, **kwargs: Any) -> Endpoint:
+        """An :class:`Endpoint` (or a :class:`TracedEndpoint` when tracing), with the finished hook."""
+        if self.tracer is not None:
+            return TracedEndpoint(*args, tracer=self.tracer, on_finished=self.on_finished, **kwargs)
+        return Endpoint(*args, on_finished=self.on_finished, **kwargs)
+
+    def wrap_kv_watch(self, spec: KvWatchSpec) -> KvWatchSpec:
+        """``spec`` as this process's KV watch should run it (a span per delivery when tracing)."""
+        return wrap_kv_watch(self.tracer, spec) if self.tracer is not None else spec
 
     def wrap_event_handler(self, consumer: str, handler: MsgHandler) -> MsgHandler:
         """``handler`` as the durable ``consumer`` should run it."""

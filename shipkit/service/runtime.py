@@ -254,7 +254,7 @@ class Runtime:
         service = self.service
         shared: dict[str, Endpoint] = {}
         for spec in service.handlers:
-            endpoint = Endpoint(
+            endpoint = self.observability.new_endpoint(
                 self,
                 spec.endpoint_name,
                 spec.subject,
@@ -264,7 +264,6 @@ class Runtime:
                 queue_group=spec.queue,
                 after_success=mutation_hook(self, service, spec.name, spec.mutation),
                 metadata=spec.metadata,
-                on_finished=self.observability.on_finished,
             )
             self.endpoints.append(endpoint)
             if spec.queue == service.queue_group:
@@ -310,7 +309,8 @@ class Runtime:
             wrap_event = self.observability.wrap_event_handler
             self._stoppers.extend(await start_event_consumers(self, service.events, wrap=wrap_event))
         if service.kv_watches:
-            self._stoppers.extend(await start_kv_watches(self, service.kv_watches))
+            wrap_watch = self.observability.wrap_kv_watch
+            self._stoppers.extend(await start_kv_watches(self, service.kv_watches, wrap=wrap_watch))
         if service.channels:
             self._stoppers.extend(await start_channel_handlers(self, service.agent_name, service.channels))
         if service.job_workers:
