@@ -277,9 +277,8 @@ class Runtime:
             return
         if not service.handlers and service.default_handler_spec is None:
             return
-        router = Router(self, service, shared, separate)
+        router = Router(self, service, shared, separate, self.observability.new_endpoint)
         if router.default is not None:
-            router.default.on_finished = self.observability.on_finished
             self.endpoints.append(router.default)
         self._subscriptions.append(
             await self.client.subscribe(f"{service.prefix}.>", queue=service.queue_group or "", cb=router.route)

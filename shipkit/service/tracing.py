@@ -23,7 +23,10 @@ from shipkit import _tracing
 from shipkit.service.endpoint import Endpoint, FinishedHook
 from shipkit.service.specs import KvWatchSpec
 
-__all__ = ["TracedEndpoint", "end_request_span", "traced_call", "wrap_kv_watch"]
+__all__ = ["TracedEndpoint", "end_request_span", "traced_call", "use_tracer_provider", "wrap_kv_watch"]
+
+use_tracer_provider = _tracing.use_tracer_provider
+"""Send shipkit's spans to a provider without replacing the process-wide one (see :mod:`shipkit._tracing`)."""
 
 T = TypeVar("T")
 
