@@ -10,7 +10,7 @@ Metric names (every one labelled ``service``):
 - ``shipkit_requests_total`` / ``shipkit_request_errors_total`` {endpoint}: requests and error replies;
 - ``shipkit_request_duration_seconds`` {endpoint}: handling latency histogram;
 - ``shipkit_events_consumed_total`` / ``_failed_total`` / ``_redelivered_total`` {consumer};
-- ``shipkit_job_attempt_duration_seconds`` {worker, outcome}: attempts, ``outcome`` ok/error;
+- ``shipkit_job_attempt_duration_seconds`` {worker, outcome}: attempts, ``outcome`` ok/error/cancelled;
 - ``shipkit_jobs`` {queue, state}: jobs per state (the queue's counters);
 - ``shipkit_in_flight`` {kind}: requests, events and jobs being handled now;
 - ``shipkit_reconnects_total``, ``shipkit_connected``.
@@ -18,6 +18,7 @@ Metric names (every one labelled ``service``):
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import replace
@@ -81,6 +82,7 @@ class ServiceMetrics:
         self._last_counts: JobCounts | None = None
         self._events_in_flight = 0
         self._jobs_in_flight = 0
+        self._durations: dict[str, Any] = {}
         labels = ("service",)
         self.request_duration = Histogram(
             "shipkit_request_duration_seconds",
@@ -110,7 +112,12 @@ class ServiceMetrics:
 
     def endpoint_finished(self, endpoint: Endpoint, msg: Msg, elapsed_ns: int, code: int) -> None:
         """:data:`~shipkit.service.endpoint.FinishedHook`: observe one answered request."""
-        self.request_duration.labels(self.source.service_name, endpoint.name).observe(elapsed_ns / 1e9)
+        child = self._durations.get(endpoint.name)
+        if child is None:  # once per endpoint: `labels()` takes a lock and builds a key per call
+            child = self._durations[endpoint.name] = self.request_duration.labels(
+                self.source.service_name, endpoint.name
+            )
+        child.observe(elapsed_ns / 1e9)
 
     def wrap_event_handler(self, consumer: str, handler: MsgHandler) -> MsgHandler:
         """``handler`` counting consumed, failed and redelivered events for ``consumer``."""
@@ -123,6 +130,8 @@ class ServiceMetrics:
             self._events_in_flight += 1
             try:
                 await handler(msg)
+            except asyncio.CancelledError:
+                raise  # stopped at shutdown: given back (nak'ed), neither consumed nor failed
             except BaseException:
                 failed.inc()
                 raise
@@ -137,7 +146,7 @@ class ServiceMetrics:
         func = spec.func
         by_outcome = {
             outcome: self.attempt_duration.labels(self.source.service_name, spec.worker, outcome)
-            for outcome in ("ok", "error")
+            for outcome in ("ok", "error", "cancelled")
         }
 
         async def timed(*args: Any, **kwargs: Any) -> Any:
@@ -145,6 +154,9 @@ class ServiceMetrics:
             self._jobs_in_flight += 1
             try:
                 result = await func(*args, **kwargs)
+            except asyncio.CancelledError:
+                by_outcome["cancelled"].observe(time.perf_counter() - started)
+                raise
             except BaseException:
                 by_outcome["error"].observe(time.perf_counter() - started)
                 raise
