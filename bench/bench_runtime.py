@@ -565,7 +565,7 @@ async def _dispatch_costs(repeats: int, count: int) -> list[list[str]]:
         return None
 
     runtime = Runtime(service, "nats://127.0.0.1:4222")
-    runtime._nc = stub
+    runtime._client = stub
     await runtime._start_requests()
     await runtime._start_messages()
 

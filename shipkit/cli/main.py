@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from shipkit.cli.dashboard import dashboard_command
+from shipkit.cli.docs import docs
 from shipkit.cli.jobs import jobs
 from shipkit.cli.new import new_command
 from shipkit.cli.run import inspect_command, run_command
@@ -19,7 +20,7 @@ def main() -> None:
     """shipkit: declarative agent services over NATS."""
 
 
-for _command in (run_command, inspect_command, new_command, server_command, jobs, dashboard_command):
+for _command in (run_command, inspect_command, new_command, server_command, jobs, dashboard_command, docs):
     main.add_command(_command)
 
 

@@ -68,6 +68,16 @@ _LOG_LEVELS = ("debug", "info", "warning", "error")
 @click.option(
     "--no-embedded", is_flag=True, help="Never start the embedded server when nothing listens on localhost:4222."
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    metavar="PORT",
+    help="Serve Prometheus /metrics, /healthz and /readyz on PORT (0: a free one).  [default: off]",
+)
+@click.option(
+    "--metrics-host", default="127.0.0.1", show_default=True, help="Interface the metrics/health server binds."
+)
 def run_command(
     target: str,
     nats_url: str | None,
@@ -78,6 +88,8 @@ def run_command(
     verify: bool,
     data_dir: Path,
     no_embedded: bool,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Run the service MODULE[:ATTR] until SIGINT or SIGTERM, then shut down gracefully.
 
@@ -105,6 +117,8 @@ def run_command(
             provision="verify" if verify else "create",
             embedded=not no_embedded,
             data_dir=data_dir,
+            metrics_port=metrics_port,
+            metrics_host=metrics_host,
         )
     except KeyboardInterrupt:  # Ctrl-C before the signal capture was installed (e.g. while connecting)
         sys.exit(130)

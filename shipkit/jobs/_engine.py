@@ -31,6 +31,7 @@ from collections.abc import Callable
 import structlog
 
 import shipkit.jobs._transitions as step
+from shipkit import _tracing
 from shipkit._publish import PipelinedPublisher
 from shipkit.config import StreamConfig
 from shipkit.connection import ConnectionManager
@@ -85,6 +86,7 @@ class JobEngine:
         self.max_attempts = max_attempts
         self.backoff = backoff
         self.instance_id = _instance_id()
+        self._tracer = _tracing.tracer()  # decided once: submits are traced or not
         self._events_stream = events
         self.publisher = PipelinedPublisher(connection)
         self.store = JobStore(connection, layout, self.publisher)
@@ -151,7 +153,24 @@ class JobEngine:
 
         With an idempotency key bound to a job already, nothing is created: that job's
         dispatch is re-sent if it still waits (its submitter may have died before sending it).
+        When tracing is on, the submit is a ``send`` span whose context the record carries.
         """
+        if self._tracer is None:
+            return await self._submit(build, idempotency_key)
+
+        def traced_build(headers: dict[str, str]) -> Callable[[str, int], Job]:
+            return lambda job_id, now: build(job_id, now).model_copy(update={"trace_context": headers})
+
+        destination = f"{self.layout.subject_prefix}.dispatch"
+        return await _tracing.send(  # type: ignore[no-any-return]
+            self._tracer,
+            destination,
+            None,
+            lambda headers: self._submit(traced_build(headers), idempotency_key),
+            operation_name="submit",
+        )
+
+    async def _submit(self, build: Callable[[str, int], Job], idempotency_key: str | None) -> str:
         if idempotency_key is not None:
             job_id = await self.ids.for_key(idempotency_key)
             found = await self.store.get(job_id)

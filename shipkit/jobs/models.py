@@ -124,6 +124,8 @@ class Job(BaseModel):
         dispatch: generation of the dispatch message (stale messages are dropped).
         dispatch_seq: stream sequence of the message the current attempt was claimed from.
         claimed_from: the state the current attempt was claimed from.
+        trace_context: the submitter's W3C trace context (``traceparent``, ``tracestate``,
+            ``baggage``) when tracing is on, so attempts in any process join the submit's trace.
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore")
@@ -155,6 +157,8 @@ class Job(BaseModel):
     dispatch: int = 1
     dispatch_seq: int | None = None
     claimed_from: JobState | None = None
+    # left out of the JSON when absent, so records written without tracing stay byte-for-byte as before
+    trace_context: dict[str, str] | None = Field(default=None, exclude_if=lambda value: value is None)
 
     @model_validator(mode="before")
     @classmethod

@@ -29,6 +29,7 @@ import structlog
 from nats.aio.msg import Msg
 from pydantic import ValidationError
 
+from shipkit import _tracing
 from shipkit.errors import LeaseLostError, SerializationError, ShipkitError
 from shipkit.jobs._lease import Lease
 from shipkit.jobs._pull import Puller
@@ -94,6 +95,7 @@ class JobWorker:
         self._leases: dict[str, Lease] = {}
         self._counts = dict.fromkeys(JobWorkerStats.__slots__, 0)
         self._stopping = False
+        self._tracer: Any = None
         self._max_attempts = spec.max_attempts or queue.max_attempts
         self._backoff = spec.backoff or queue.backoff
 
@@ -112,6 +114,7 @@ class JobWorker:
         if self._puller is not None:
             return
         await self.queue.connect()
+        self._tracer = _tracing.tracer()  # decided once per start: attempts are traced or not
         consumer = await self._engine.dispatch.ensure_consumer(self.spec.worker, self.spec.lease_s)
         self._stopping = False
         self._puller = Puller(
@@ -179,7 +182,16 @@ class JobWorker:
             if lease is not None:
                 self._leases[lease.job.id] = lease
                 try:
-                    await self._settle(lease, await self._run(lease))
+                    if self._tracer is None:
+                        await self._attempt(lease)
+                    else:
+                        await _tracing.run_in_span(
+                            self._tracer,
+                            self.queue.layout.dispatch_subject(self.spec.worker),
+                            lease.job.trace_context,
+                            {"shipkit.job.id": lease.job.id, "shipkit.job.attempt": lease.job.attempt},
+                            lambda: self._attempt(lease),
+                        )
                 finally:
                     self._leases.pop(lease.job.id, None)
                     # Settled leases are gone already. One left here was not settled (its write got
@@ -193,6 +205,14 @@ class JobWorker:
         finally:
             if self._puller is not None:
                 self._puller.release()
+
+    async def _attempt(self, lease: Lease) -> None:
+        """Run one attempt and write its outcome (the body of the attempt's span when tracing)."""
+        outcome = await self._run(lease)
+        if self._tracer is not None:
+            failed = outcome.kind in ("fail", "dead")
+            _tracing.annotate({"shipkit.job.outcome": outcome.kind}, error=str(outcome.value) if failed else None)
+        await self._settle(lease, outcome)
 
     async def _claim(self, msg: Msg) -> Lease | None:
         """Claim, retrying while the server is briefly unreachable (a landed claim resumes)."""

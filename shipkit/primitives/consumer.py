@@ -48,6 +48,7 @@ from typing import Any, Literal, Self
 import structlog
 from nats.js import api
 
+from shipkit import _tracing
 from shipkit._jetstream import pull_next_subject
 from shipkit._json import dumps
 from shipkit._names import validate_consumer_name, validate_stream_name, validate_subject
@@ -154,7 +155,7 @@ class DurableConsumer:
                 "need nak_delay_s >= 0, ack_wait_s > 0, heartbeat_s > 0 and expires_s >= 2 * heartbeat_s"
             )
         self._connection = connection
-        self._handler = handler
+        self._handler = _tracing.consumer_handler(handler, self.durable)  # decided once: traced or not
         self._deliver: DeliverPolicyName = deliver
         self._max_in_flight = max_in_flight
         self._batch = batch

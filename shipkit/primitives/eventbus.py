@@ -35,6 +35,7 @@ from typing import Any, Self
 import structlog
 from pydantic import ValidationError
 
+from shipkit import _tracing
 from shipkit._names import validate_consumer_name, validate_subject
 from shipkit.config import NatsConfig, StreamConfig
 from shipkit.connection import ConnectionManager, ConnectionOwner
@@ -98,6 +99,7 @@ class EventBus(ConnectionOwner):
         self._consumers: list[DurableConsumer] = []
         self._connect_lock = asyncio.Lock()
         self._ready = False
+        self._tracer = _tracing.tracer()  # decided once: publishes are traced or not
 
     def _copy(self, **changes: Any) -> EventBus:
         options: dict[str, Any] = {"stream": self.stream, "prefix": self.prefix, "source": self.source, **changes}
@@ -200,9 +202,18 @@ class EventBus(ConnectionOwner):
         Raises the same errors as :meth:`emit`.
         """
         subject, data, headers = self._prepare(event, msg_id)
+        if self._tracer is not None:
+            attributes = {"messaging.message.id": msg_id, "messaging.message.conversation_id": event.correlation_id}
+            await _tracing.send(
+                self._tracer, subject, headers, lambda h: self._publish(subject, data, h), attributes=attributes
+            )
+            return
+        await self._publish(subject, data, headers)
+
+    async def _publish(self, subject: str, data: bytes, headers: dict[str, str] | None) -> Any:
         js = self.connection.jetstream
         with translate_nats_errors(f"event bus publish to {subject!r}"):
-            await js.publish(subject, data, headers=headers)
+            return await js.publish(subject, data, headers=headers)
 
     async def emit_many(
         self,

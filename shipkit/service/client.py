@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any, TypeVar, overload
 
+from nats.aio.msg import Msg
 from pydantic import TypeAdapter, ValidationError
 
+from shipkit import _tracing
 from shipkit._connectable import Connectable
 from shipkit._json import loads
 from shipkit.config import NatsConfig
@@ -51,6 +53,7 @@ class Client(Connectable):
     ):
         self.connection, self._owned = resolve_connection(connection)
         self.timeout_s = timeout_s
+        self._tracer = _tracing.tracer()  # decided once: requests are traced or not
 
     async def connect(self) -> Client:
         """Connect the underlying manager if needed."""
@@ -116,13 +119,22 @@ class Client(Connectable):
         if correlation_id:
             sent_headers[CORRELATION_HEADER] = correlation_id
         timeout = timeout_s if timeout_s is not None else self.timeout_s
-        try:
-            msg = await self.connection.request(
-                subject, encode_result(payload), timeout_s=timeout, headers=sent_headers or None
+        body = encode_result(payload)
+
+        async def call(headers: dict[str, str] | None) -> Msg:
+            try:
+                msg: Msg = await self.connection.request(subject, body, timeout_s=timeout, headers=headers)
+            except NatsTimeoutError as exc:
+                raise NatsTimeoutError(f"request to {subject!r}: {exc}") from exc
+            self._raise_for_error(subject, msg.data, msg.headers or {})
+            return msg
+
+        if self._tracer is None:
+            msg = await call(sent_headers or None)
+        else:  # an error reply fails the request's span too
+            msg = await _tracing.send(
+                self._tracer, subject, sent_headers, call, operation_name="request", kind="client"
             )
-        except NatsTimeoutError as exc:
-            raise NatsTimeoutError(f"request to {subject!r}: {exc}") from exc
-        self._raise_for_error(subject, msg.data, msg.headers or {})
         if response_type is bytes:
             return msg.data
         if response_type is str:  # handlers returning str reply with plain UTF-8 text

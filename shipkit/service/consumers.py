@@ -28,6 +28,7 @@ __all__ = ["Stopper", "start_channel_handlers", "start_event_consumers", "start_
 
 log = structlog.get_logger("shipkit.consumers")
 
+MsgHandler = Callable[[Any], Coroutine[Any, Any, None]]
 Stopper = Callable[[float], Coroutine[Any, Any, Counts | None]]
 """``async (grace_s) -> Counts | None``: stop intake, give in-flight work the grace, settle the rest."""
 
@@ -71,16 +72,22 @@ def _event_handler(host: Host, spec: EventSpec) -> Callable[[Any], Coroutine[Any
     return on_msg
 
 
-async def start_event_consumers(host: Host, specs: Sequence[EventSpec]) -> list[Stopper]:
-    """One durable pull consumer per ``@service.on_event`` (created or attached as it is)."""
+async def start_event_consumers(
+    host: Host, specs: Sequence[EventSpec], *, wrap: Callable[[str, MsgHandler], MsgHandler] | None = None
+) -> list[Stopper]:
+    """One durable pull consumer per ``@service.on_event`` (created or attached as it is).
+
+    ``wrap(durable, handler)``, decided once at start, instruments each handler (metrics, tracing).
+    """
     stoppers: list[Stopper] = []
     for spec in specs:
+        handler = _event_handler(host, spec)
         consumer = DurableConsumer(
             host.connection,
             stream=spec.stream.name,
             filter_subject=spec.filter_subject,
             durable=spec.durable,
-            handler=_event_handler(host, spec),
+            handler=wrap(spec.durable, handler) if wrap is not None else handler,
             deliver=spec.deliver,
             max_in_flight=spec.max_concurrency,
             nak_delay_s=spec.nak_delay_s,
@@ -135,10 +142,16 @@ def _watch_payload(spec: KvWatchSpec, entry: KvEntry) -> Any:
     return spec.signature.from_python(entry.value)
 
 
-async def start_kv_watches(host: Host, specs: Sequence[KvWatchSpec]) -> list[Stopper]:
-    """One watch per ``@service.kv_watch``: current values first, then puts and deletes."""
+async def start_kv_watches(
+    host: Host, specs: Sequence[KvWatchSpec], *, wrap: Callable[[KvWatchSpec], KvWatchSpec] | None = None
+) -> list[Stopper]:
+    """One watch per ``@service.kv_watch``: current values first, then puts and deletes.
+
+    ``wrap(spec)``, decided once at start, instruments each function (tracing).
+    """
     stoppers: list[Stopper] = []
-    for spec in specs:
+    for declared in specs:
+        spec = wrap(declared) if wrap is not None else declared
         store = await host.kv(spec.bucket)
         watch = await store.watch(spec.key).start()
         task = asyncio.create_task(_run_watch(host, spec, watch), name=f"kv_watch:{spec.bucket.bucket}")
@@ -197,15 +210,23 @@ async def start_channel_handlers(host: Host, agent_name: str, specs: Sequence[Ch
 # -- @service.job_worker ------------------------------------------------------------------------
 
 
-async def start_job_workers(host: Host, queue_name: str, specs: Sequence[JobWorkerSpec]) -> list[Stopper]:
+async def start_job_workers(
+    host: Host,
+    queue_name: str,
+    specs: Sequence[JobWorkerSpec],
+    *,
+    wrap: Callable[[JobWorkerSpec], JobWorkerSpec] | None = None,
+) -> list[Stopper]:
     """Job-worker runners for every ``@service.job_worker``, on one shared queue.
+
+    ``wrap(spec)``, decided once at start, instruments each handler (metrics, tracing).
 
     One stopper stops them all (each gives unfinished jobs back), then closes the queue, whose
     background publishers must outlive the workers.
     """
     queue: JobQueue[Any] = JobQueue(host.connection, name=queue_name)
     await queue.connect()
-    workers = [JobWorker(queue, spec) for spec in specs]
+    workers = [JobWorker(queue, wrap(spec) if wrap is not None else spec) for spec in specs]
     try:
         for worker in workers:
             await worker.start()

@@ -30,6 +30,7 @@ __all__ = [
     "ERROR_CODE_HEADER",
     "ERROR_HEADER",
     "Endpoint",
+    "FinishedHook",
     "describe_failure",
     "error_reply",
     "validation_details",
@@ -39,6 +40,11 @@ log = structlog.get_logger("shipkit.dispatch")
 
 ERROR_HEADER = "Nats-Service-Error"
 ERROR_CODE_HEADER = "Nats-Service-Error-Code"
+
+FinishedHook = Callable[["Endpoint", Msg, int, int], None]
+"""``(endpoint, msg, elapsed_ns, code) -> None``: a message was answered (``code`` 0 = success).
+
+Set by the runtime only when metrics or tracing are on; ``None`` costs one attribute check per message."""
 
 
 class _Resume:
@@ -116,6 +122,8 @@ class Endpoint:
             (mutation events); forces the handler's completion onto a task.
         pass_subject: call ``func(subject, payload)`` (the seed's default-handler shape).
         metadata: endpoint metadata shown by discovery.
+        on_finished: optional :data:`FinishedHook` called once per message when it is answered
+            (success, error or cancellation), where metrics and tracing observe it.
     """
 
     __slots__ = (
@@ -130,6 +138,7 @@ class Endpoint:
         "name",
         "num_errors",
         "num_requests",
+        "on_finished",
         "pass_subject",
         "processing_time_ns",
         "queue_group",
@@ -150,8 +159,10 @@ class Endpoint:
         after_success: Callable[[Msg, Any, Any], Awaitable[None]] | None = None,
         pass_subject: bool = False,
         metadata: dict[str, str] | None = None,
+        on_finished: FinishedHook | None = None,
     ) -> None:
         self.host = host
+        self.on_finished = on_finished
         self.metadata = dict(metadata or {})
         self.pass_subject = pass_subject
         self.name = name
@@ -243,6 +254,8 @@ class Endpoint:
         """Cancelled at shutdown: the caller hears 503 at once instead of waiting for its timeout."""
         self.host.counts.cancelled += 1
         await self._reply_error(msg, 503, f"service is shutting down: {what}", None)
+        if self.on_finished is not None:
+            self.on_finished(self, msg, 0, 503)
 
     async def _succeeded(self, msg: Msg, result: Any, started: int) -> None:
         reply = msg.reply
@@ -256,8 +269,11 @@ class Endpoint:
                 failure = as_shipkit_error(exc, f"reply to {self.subject}")
                 await self._failed(msg, failure, started, note="the handler succeeded but its reply could not be sent")
                 return
-        self.processing_time_ns += time.perf_counter_ns() - started
+        elapsed_ns = time.perf_counter_ns() - started
+        self.processing_time_ns += elapsed_ns
         self.host.counts.handled += 1
+        if self.on_finished is not None:
+            self.on_finished(self, msg, elapsed_ns, 0)
 
     async def _failed(
         self, msg: Msg, exc: BaseException, started: int, *, decoding: bool = False, note: str = ""
@@ -269,13 +285,16 @@ class Endpoint:
             message = f"{note}: {message}"
         self.num_errors += 1
         self.last_error = f"{code}: {message}"
-        self.processing_time_ns += time.perf_counter_ns() - started
+        elapsed_ns = time.perf_counter_ns() - started
+        self.processing_time_ns += elapsed_ns
         self.host.counts.failed += 1
         if code >= 500 and not isinstance(exc, ServiceError):
             log.error("message.failed", endpoint=self.name, subject=msg.subject, code=code, exc_info=exc)
         else:
             log.info("message.rejected", endpoint=self.name, subject=msg.subject, code=code, error=message)
         await self._reply_error(msg, code, message, details)
+        if self.on_finished is not None:
+            self.on_finished(self, msg, elapsed_ns, code)
 
     async def _reply_error(self, msg: Msg, code: int, message: str, details: Any) -> None:
         if not msg.reply:

@@ -76,11 +76,20 @@ class Router:
         service: the declarations (prefix, default handler, unknown-command policy).
         endpoints: the handlers sharing this subscription, by command.
         separate: commands answered by a subscription of their own (another queue group).
+        new_endpoint: builds the default handler's endpoint (the runtime passes its
+            instrumented factory when metrics or tracing are on).
     """
 
     __slots__ = ("default", "endpoints", "host", "prefix_len", "separate", "unknown_reply")
 
-    def __init__(self, host: Host, service: Service, endpoints: dict[str, Endpoint], separate: set[str]) -> None:
+    def __init__(
+        self,
+        host: Host,
+        service: Service,
+        endpoints: dict[str, Endpoint],
+        separate: set[str],
+        new_endpoint: Callable[..., Endpoint] = Endpoint,
+    ) -> None:
         self.host = host
         self.endpoints = endpoints
         self.separate = separate
@@ -89,7 +98,7 @@ class Router:
         self.default: Endpoint | None = None
         spec = service.default_handler_spec
         if spec is not None:
-            self.default = Endpoint(
+            self.default = new_endpoint(
                 host,
                 "default",
                 f"{service.prefix}.>",

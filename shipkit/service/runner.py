@@ -77,6 +77,8 @@ async def serve(
     embedded: bool = True,
     data_dir: str | Path = ".",
     handle_signals: bool = True,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
 ) -> Counts:
     """Run ``service`` until SIGINT/SIGTERM (or ``runtime.request_exit()``), then shut down in order.
 
@@ -88,6 +90,9 @@ async def serve(
         embedded: when no URL was given anywhere and nothing listens on localhost:4222, start an
             embedded nats-server there with its store under ``data_dir/nats``.
         handle_signals: install SIGINT/SIGTERM handlers (turn off when embedding).
+        metrics_port: serve Prometheus ``/metrics`` plus ``/healthz`` and ``/readyz`` on this
+            port (0: a free one; None: off). See ``docs/observability.md``.
+        metrics_host: the interface that server binds (loopback by default).
 
     Returns:
         The shutdown counts (handled, failed, cancelled).
@@ -107,7 +112,14 @@ async def serve(
             )
             url = server.url
         config = NatsConfig.from_url(url, name=service.name)
-    runtime = Runtime(service, config, graceful_timeout_s=graceful_timeout_s, provision=provision)
+    runtime = Runtime(
+        service,
+        config,
+        graceful_timeout_s=graceful_timeout_s,
+        provision=provision,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
+    )
     try:
         with capture_signals(runtime) if handle_signals else nullcontext():
             await runtime.serve()

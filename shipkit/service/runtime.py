@@ -43,6 +43,7 @@ from shipkit.service.context import Context
 from shipkit.service.discovery import Discovery, ServiceIdentity, new_instance_id
 from shipkit.service.endpoint import Endpoint
 from shipkit.service.host import Counts
+from shipkit.service.observability import Observability
 from shipkit.service.router import Router, mutation_hook
 
 __all__ = ["Counts", "Runtime", "RuntimeState"]
@@ -71,6 +72,9 @@ class Runtime:
             :class:`NatsConfig` or URL (an owned connection), or None (environment default).
         graceful_timeout_s: grace period for in-flight work; defaults to the service's.
         provision: ``"create"`` missing streams/buckets/consumers, or ``"verify"`` they exist.
+        metrics_port: serve Prometheus ``/metrics``, ``/healthz`` and ``/readyz`` on this port
+            (0: a free one; None, the default: off, at no cost per message).
+        metrics_host: the interface the metrics/health server binds.
     """
 
     def __init__(
@@ -80,6 +84,8 @@ class Runtime:
         *,
         graceful_timeout_s: float | None = None,
         provision: ProvisionMode = "create",
+        metrics_port: int | None = None,
+        metrics_host: str = "127.0.0.1",
     ) -> None:
         self.service = service
         self.service_name = service.name
@@ -102,6 +108,22 @@ class Runtime:
         self._kv: dict[str, KvStore] = {}
         self._objects: dict[str, ShipObjectStore] = {}
         self._client: NatsClient | None = None
+        self.observability = Observability(
+            self,
+            metrics_port=metrics_port,
+            metrics_host=metrics_host,
+            job_queue=service.job_queue if service.job_workers else None,
+        )
+
+    @property
+    def in_flight(self) -> int:
+        """Handler tasks running now (suspended requests and messages)."""
+        return len(self._tasks)
+
+    @property
+    def ready(self) -> bool:
+        """Started (provisioned, consumers running) and not shutting down: what ``/readyz`` reports."""
+        return self.state is RuntimeState.RUNNING
 
     # -- the Host protocol: what endpoints, consumers and contexts reach --------------------------
 
@@ -181,6 +203,7 @@ class Runtime:
 
     async def _start(self) -> None:
         service = self.service
+        await self.observability.start()
         await self.connection.connect()
         self._client = self.connection.client
         await self._provision()
@@ -218,6 +241,7 @@ class Runtime:
         try:
             await self._stop_intake()
             await self._exit_stack.aclose()
+            await self.observability.stop()
         finally:
             if self._owns_connection:
                 await self.connection.close()
@@ -230,7 +254,7 @@ class Runtime:
         service = self.service
         shared: dict[str, Endpoint] = {}
         for spec in service.handlers:
-            endpoint = Endpoint(
+            endpoint = self.observability.new_endpoint(
                 self,
                 spec.endpoint_name,
                 spec.subject,
@@ -253,7 +277,7 @@ class Runtime:
             return
         if not service.handlers and service.default_handler_spec is None:
             return
-        router = Router(self, service, shared, separate)
+        router = Router(self, service, shared, separate, self.observability.new_endpoint)
         if router.default is not None:
             self.endpoints.append(router.default)
         self._subscriptions.append(
@@ -281,13 +305,16 @@ class Runtime:
         """Durable events, KV watches, channels, then job workers: each returns its stoppers."""
         service = self.service
         if service.events:
-            self._stoppers.extend(await start_event_consumers(self, service.events))
+            wrap_event = self.observability.wrap_event_handler
+            self._stoppers.extend(await start_event_consumers(self, service.events, wrap=wrap_event))
         if service.kv_watches:
-            self._stoppers.extend(await start_kv_watches(self, service.kv_watches))
+            wrap_watch = self.observability.wrap_kv_watch
+            self._stoppers.extend(await start_kv_watches(self, service.kv_watches, wrap=wrap_watch))
         if service.channels:
             self._stoppers.extend(await start_channel_handlers(self, service.agent_name, service.channels))
         if service.job_workers:
-            self._stoppers.extend(await start_job_workers(self, service.job_queue, service.job_workers))
+            wrap_job = self.observability.wrap_job_worker
+            self._stoppers.extend(await start_job_workers(self, service.job_queue, service.job_workers, wrap=wrap_job))
 
     # -- run and stop -----------------------------------------------------------------------------
 
@@ -326,6 +353,7 @@ class Runtime:
         for hook in self.service.shutdown_hooks:
             await self._collect(errors, _as_coroutine(self._call_hook(hook)))
         await self._collect(errors, self._exit_stack.aclose())
+        await self._collect(errors, self.observability.stop())
         if self._owns_connection:
             await self._collect(errors, self.connection.close())
         reopen_registrations(self.service)
