@@ -177,10 +177,15 @@ class Service:
         queue_group = self.queue_group if queue is _UNSET else queue
         if queue_group is not None:
             validate_token(queue_group, f"queue group of handler {name!r}")
+        signature = inspect_handler(func, context_type=Context, allow_stream=True)
+        if signature.streams and mutation is not None:
+            raise ConfigurationError(
+                f"handler {name!r}: a streaming handler (async generator) cannot declare a mutation"
+            )
         spec = HandlerSpec(
             name=name,
             func=func,
-            signature=inspect_handler(func, context_type=Context),
+            signature=signature,
             subject=f"{self.prefix}.{name}",
             queue=queue_group,
             max_concurrency=max_concurrency,

@@ -44,6 +44,7 @@ from shipkit.service.discovery import Discovery, ServiceIdentity, new_instance_i
 from shipkit.service.endpoint import Endpoint
 from shipkit.service.host import Counts
 from shipkit.service.router import Router, mutation_hook
+from shipkit.service.streaming import StreamCancels, StreamEndpoint
 
 __all__ = ["Counts", "Runtime", "RuntimeState"]
 
@@ -102,6 +103,7 @@ class Runtime:
         self._kv: dict[str, KvStore] = {}
         self._objects: dict[str, ShipObjectStore] = {}
         self._client: NatsClient | None = None
+        self._cancels: StreamCancels | None = None
 
     # -- the Host protocol: what endpoints, consumers and contexts reach --------------------------
 
@@ -226,20 +228,42 @@ class Runtime:
 
     # -- request handlers ------------------------------------------------------------------------
 
+    async def stream_cancels(self) -> StreamCancels:
+        """The cancel subjects of this runtime's streams (subscribed on first use, at start)."""
+        if self._cancels is None:
+            self._cancels = StreamCancels(self.instance_id)
+            await self._cancels.start(self.client)
+            self._exit_stack.push_async_callback(self._cancels.stop)  # after in-flight streams ended
+        return self._cancels
+
     async def _start_requests(self) -> None:
         service = self.service
         shared: dict[str, Endpoint] = {}
         for spec in service.handlers:
-            endpoint = Endpoint(
-                self,
-                spec.endpoint_name,
-                spec.subject,
-                spec.func,
-                spec.signature,
-                max_concurrency=spec.max_concurrency,
-                queue_group=spec.queue,
-                after_success=mutation_hook(self, service, spec.name, spec.mutation),
-                metadata=spec.metadata,
+            endpoint = (
+                StreamEndpoint(
+                    self,
+                    spec.endpoint_name,
+                    spec.subject,
+                    spec.func,  # type: ignore[arg-type]  # an async generator function
+                    spec.signature,
+                    cancels=await self.stream_cancels(),
+                    max_concurrency=spec.max_concurrency,
+                    queue_group=spec.queue,
+                    metadata=spec.metadata,
+                )
+                if spec.signature.streams
+                else Endpoint(
+                    self,
+                    spec.endpoint_name,
+                    spec.subject,
+                    spec.func,
+                    spec.signature,
+                    max_concurrency=spec.max_concurrency,
+                    queue_group=spec.queue,
+                    after_success=mutation_hook(self, service, spec.name, spec.mutation),
+                    metadata=spec.metadata,
+                )
             )
             self.endpoints.append(endpoint)
             if spec.queue == service.queue_group:
