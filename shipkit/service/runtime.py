@@ -32,6 +32,7 @@ from shipkit.models import ShipEvent
 from shipkit.primitives.eventbus import EventBus
 from shipkit.primitives.kv import KvStore
 from shipkit.primitives.objects import ShipObjectStore
+from shipkit.service.agent_host import start_agents
 from shipkit.service.app import Service, close_registrations, reopen_registrations
 from shipkit.service.consumers import (
     start_channel_handlers,
@@ -312,6 +313,9 @@ class Runtime:
             self._stoppers.extend(await start_channel_handlers(self, service.agent_name, service.channels))
         if service.job_workers:
             self._stoppers.extend(await start_job_workers(self, service.job_queue, service.job_workers))
+        if service.agents:
+            cancels = await self.stream_cancels()
+            self._stoppers.extend(await start_agents(self, service.agents, cancels, service.version))
 
     # -- run and stop -----------------------------------------------------------------------------
 

@@ -106,8 +106,9 @@ class StreamReader:
             return None
         queue = self._queue
         if queue.empty():
-            try:
-                msg = await asyncio.wait_for(queue.get(), self.inactivity_timeout_s)
+            try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow the caller's cancel
+                async with asyncio.timeout(self.inactivity_timeout_s):
+                    msg = await queue.get()
             except TimeoutError:
                 raise NatsTimeoutError(
                     f"stream from {self.subject!r}: nothing for {self.inactivity_timeout_s}s"
