@@ -13,6 +13,7 @@ import binascii
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from shipkit._json import dumps, loads
@@ -95,6 +96,12 @@ class Attachment:
 
     filename: str
     data: bytes
+
+    @classmethod
+    def from_path(cls, path: str | Path) -> Attachment:
+        """Read a file; only its base name travels (no directories leak)."""
+        file = Path(path)
+        return cls(file.name, file.read_bytes())
 
     def to_wire(self) -> dict[str, str]:
         """``{"filename", "content"}`` with standard, padded base64."""

@@ -175,7 +175,7 @@ async def test_break_closes_the_generator(connection: ConnectionManager) -> None
                 assert value == 0
                 break
         await asyncio.wait_for(probe.closed.wait(), 5)
-        assert runtime.counts.cancelled == 1
+    assert runtime.counts.cancelled == 1  # shutdown waited for the stream's task to settle
 
 
 async def test_inactivity_timeout_raises_and_cancels(connection: ConnectionManager) -> None:
