@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from shipkit.cli.agents import agents
 from shipkit.cli.jobs import jobs
 from shipkit.cli.new import new_command
 from shipkit.cli.run import inspect_command, run_command
@@ -18,7 +19,7 @@ def main() -> None:
     """shipkit: declarative agent services over NATS."""
 
 
-for _command in (run_command, inspect_command, new_command, server_command, jobs):
+for _command in (run_command, inspect_command, new_command, server_command, jobs, agents):
     main.add_command(_command)
 
 
