@@ -164,10 +164,32 @@ class Agents(Connectable):
             for listener in self._listeners:
                 listener(beat)
 
+    async def status(self, info: AgentInfo, *, timeout_s: float = 2.0) -> dict[str, Any]:
+        """Ask one instance of ``info`` for its status (a fresh heartbeat body), recorded as a heartbeat.
+
+        Raises:
+            NatsTimeoutError: no instance answered in time.
+        """
+        await self.connect()
+        subject = f"agents.status.{info.agent}.{info.owner}.{info.session}"
+        msg = await self.connection.request(subject, b"", timeout_s=timeout_s)
+        beat = loads(msg.data, f"status of agent {info.agent!r}")
+        await self._on_heartbeat(msg)
+        for instance in info.instances:
+            recorded = self._beats.get(instance.instance_id)
+            if recorded is not None:
+                instance.last_heartbeat, instance.interval_s, instance.heard_at = (
+                    recorded.ts,
+                    recorded.interval_s,
+                    recorded.heard_at,
+                )
+        return beat if isinstance(beat, dict) else {}
+
     async def discover(self, *, stall_s: float = 0.2, max_wait_s: float = 2.0) -> list[AgentInfo]:
         """Every agent answering ``$SRV.INFO.agents``, instances grouped, liveness from heartbeats.
 
-        Returns when no new reply came for ``stall_s``, or after ``max_wait_s``.
+        Returns when no new reply came for ``stall_s``, or after ``max_wait_s``. An instance not
+        heard yet has no ``last_heartbeat``; :meth:`status` asks one for a fresh one.
         """
         await self.connect()
         nc = self.connection.client

@@ -95,7 +95,9 @@ def agents() -> None:
 
 @agents.command("ls")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option("--listen", type=float, default=0.0, show_default=True, help="Seconds to collect heartbeats first.")
+@click.option(
+    "--listen", type=float, default=0.0, show_default=True, help="Seconds to collect heartbeats before listing."
+)
 @_url_option
 def list_agents(as_json: bool, listen: float, nats_url: str | None) -> None:
     """List live agents: owner, instances (live/total), last heartbeat, protocol version."""
@@ -103,7 +105,11 @@ def list_agents(as_json: bool, listen: float, nats_url: str | None) -> None:
     async def action(client: Agents) -> list[AgentInfo]:
         if listen > 0:
             await asyncio.sleep(listen)  # heartbeats arrive on their own schedule; this only collects them
-        return await client.discover()
+        found = await client.discover()
+        for info in found:
+            if not any(i.last_heartbeat for i in info.instances):
+                await client.status(info)  # not heard yet: one instance answers with a fresh heartbeat
+        return found
 
     found = _run(nats_url, action)
     if as_json:
