@@ -146,6 +146,7 @@ class AgentEndpoint(Endpoint):
         generator: AsyncGenerator[Any, None] | None = None
         try:
             await outbox.send(_ACK, {STREAM_HEADER: cancel_subject})  # before the function runs
+            await asyncio.sleep(0)  # let the flusher send the ack before the function starts
             keep_alive = asyncio.create_task(outbox.keep_alive(self.spec.keepalive_s))
             generator = self.func(*self.signature.call_args(prompt, context))  # type: ignore[assignment]
             assert generator is not None
