@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (  # noqa: E402  (bench/ is not a package: the helpers sit next to this file)
+from _common import (  # the bench directory is not a package: imported from sys.path
     Child,
     ForeignLoad,
     embedded_server,
