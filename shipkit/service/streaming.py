@@ -145,6 +145,8 @@ class StreamEndpoint(Endpoint):
 
     async def handle(self, msg: Msg) -> None:
         """Decode the request, then stream the generator's values in a tracked task."""
+        # The prelude repeats Endpoint.handle's on purpose: sharing it would add a call to the
+        # benchmarked non-streaming path (bench/bench_runtime.py), which must not get slower.
         started = time.perf_counter_ns()
         self.num_requests += 1
         signature = self.signature

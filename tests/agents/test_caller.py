@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import nats
@@ -65,14 +65,9 @@ async def sdk_handler(envelope: Envelope, stream: PromptStream) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    """One server for the module."""
-    nats_server = NatsServer(store_dir=tmp_path_factory.mktemp("caller-store"))
-    nats_server.start()
-    try:
-        yield nats_server
-    finally:
-        nats_server.cleanup()
+def server(module_server: NatsServer) -> NatsServer:
+    """The module's shared server."""
+    return module_server
 
 
 @pytest_asyncio.fixture(params=["shipkit", "sdk"])

@@ -39,10 +39,9 @@ def make_service() -> Service:
 
 
 @pytest.fixture(scope="module")
-def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A server and the agent running in a thread with its own event loop (the CLI runs its own)."""
-    server = NatsServer(store_dir=tmp_path_factory.mktemp("cli-agents"))
-    server.start()
+def url(module_server: NatsServer) -> Iterator[str]:
+    """The module's server, with the agent running in a thread on its own event loop (the CLI runs its own)."""
+    server = module_server
     ready = threading.Event()
     failure: list[BaseException] = []
     stopping: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
@@ -70,7 +69,6 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         for loop, stop in stopping:
             loop.call_soon_threadsafe(stop.set)
         thread.join(10)
-        server.cleanup()
 
 
 @pytest.fixture(autouse=True)

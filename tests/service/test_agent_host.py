@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import nats
@@ -41,6 +41,8 @@ def make_service() -> Service:
             city = await ctx.ask("Which city?", timeout_s=5)
             yield f"Sunny in {city}."
             return
+        if prompt.text == "hang":
+            await asyncio.Event().wait()  # until cancelled at shutdown
         if prompt.text == "slow":
             await asyncio.sleep(0.6)  # silent long enough for keep-alives to go out
         for attachment in prompt.attachments:
@@ -56,14 +58,9 @@ def make_service() -> Service:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    """One server for the module."""
-    nats_server = NatsServer(store_dir=tmp_path_factory.mktemp("agent-store"))
-    nats_server.start()
-    try:
-        yield nats_server
-    finally:
-        nats_server.cleanup()
+def server(module_server: NatsServer) -> NatsServer:
+    """The module's shared server."""
+    return module_server
 
 
 @pytest_asyncio.fixture
@@ -167,6 +164,36 @@ async def test_heartbeats_stop_at_shutdown(server: NatsServer, nc: NatsClient) -
         await beats.next_msg(timeout=5)
         assert {t.get_name() for t in asyncio.all_tasks()} >= {"hb:helper", "hb:strict"}
     assert not {t.get_name() for t in asyncio.all_tasks() if not t.done()} & {"hb:helper", "hb:strict"}
+
+
+async def test_shutdown_mid_prompt_sends_503_then_terminator(server: NatsServer, nc: NatsClient) -> None:
+    """A prompt still running when the grace period ends gets a 503 error frame and the terminator."""
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    async with run_service(make_service(), server.url, graceful_timeout_s=0.1) as runtime:
+        await nc.publish(PROMPT, b"hang", reply=inbox)
+        ack = await sub.next_msg(timeout=5)
+        thinking = await sub.next_msg(timeout=5)
+    error, terminator = await sub.next_msg(timeout=5), await sub.next_msg(timeout=5)
+    assert json.loads(ack.data)["data"] == "ack" and json.loads(thinking.data)["data"] == "thinking"
+    assert error.headers[ERROR_CODE_HEADER] == "503"
+    assert terminator.data == b"" and not terminator.headers
+    assert runtime.counts.cancelled == 1
+
+
+async def test_prompt_stats_count_each_stream_once(server: NatsServer, nc: NatsClient) -> None:
+    """$SRV.STATS of the agents service counts a prompt once, and a failed one as an error."""
+    async with run_service(make_service(), server.url):
+        await raw_prompt(nc, PROMPT, b"one two three")
+        await raw_prompt(nc, PROMPT, b"fail")
+        inbox = nc.new_inbox()
+        replies = await nc.subscribe(inbox)
+        await nc.publish("$SRV.STATS.agents", b"", reply=inbox)
+        stats = [json.loads((await replies.next_msg(timeout=5)).data) for _ in range(2)]
+    helper = next(s for s in stats if any(e["subject"] == PROMPT for e in s["endpoints"]))
+    prompt_stats = next(e for e in helper["endpoints"] if e["name"] == "prompt")
+    assert (prompt_stats["num_requests"], prompt_stats["num_errors"]) == (2, 1)
+    assert prompt_stats["processing_time"] > 0
 
 
 def test_agent_must_be_an_async_generator() -> None:

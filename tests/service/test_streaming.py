@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import nats
@@ -26,14 +26,9 @@ class Token(BaseModel):
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    """One server for the whole module (each test uses its own service name)."""
-    nats_server = NatsServer(store_dir=tmp_path_factory.mktemp("stream-store"))
-    nats_server.start()
-    try:
-        yield nats_server
-    finally:
-        nats_server.cleanup()
+def server(module_server: NatsServer) -> NatsServer:
+    """The module's shared server."""
+    return module_server
 
 
 @pytest_asyncio.fixture
