@@ -265,7 +265,10 @@ async def _start_agent(host: Host, spec: AgentSpec, cancels: StreamCancels, vers
         """Stop being found and prompted; prompts in flight are the runtime's tracked tasks."""
         await discovery.stop()
         for subscription in subscriptions:
-            await subscription.unsubscribe()
+            try:  # drain: a prompt already buffered is still served (and tracked), not dropped
+                await subscription.drain()  # type: ignore[no-untyped-call]
+            except Exception as exc:  # closed with its connection already: nothing left to stop
+                log.debug("agent.unsubscribe_failed", subject=subscription.subject, error=repr(exc))
         stop_beating.set()
         await beats
 

@@ -31,6 +31,7 @@ import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.nuid import NUID
 from pydantic import ValidationError
 
 from shipkit.service.codec import Signature, encode_result
@@ -60,7 +61,7 @@ class StreamCancels:
         self.prefix = f"_SHIPKIT.cancel.{instance_id}"
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._cancelled: set[str] = set()
-        self._next = 0
+        self._nuid = NUID()
         self._subscription: Subscription | None = None
 
     async def start(self, nc: NatsClient) -> None:
@@ -78,8 +79,7 @@ class StreamCancels:
 
     def register(self, task: asyncio.Task[Any]) -> tuple[str, str]:
         """A token and the cancel subject for the stream running in ``task``."""
-        self._next += 1
-        token = str(self._next)
+        token = self._nuid.next().decode()  # unguessable: nobody cancels a stream they were not told of
         self._tasks[token] = task
         return token, f"{self.prefix}.{token}"
 
@@ -193,9 +193,12 @@ class StreamEndpoint(Endpoint):
         finally:
             self.cancels.unregister(token)
         if msg.reply:
-            await self.host.client.publish(
-                msg.reply, b"", headers=None if progress.sent else {STREAM_HEADER: cancel_subject}
-            )
+            try:
+                await self.host.client.publish(
+                    msg.reply, b"", headers=None if progress.sent else {STREAM_HEADER: cancel_subject}
+                )
+            except Exception as exc:  # the connection is gone: the caller's inactivity timeout ends it
+                log.warning("stream.terminator_failed", endpoint=self.name, subject=msg.subject, error=repr(exc))
         self._count(started)
 
     async def _pump(
