@@ -146,6 +146,30 @@ class Client(Connectable):
         self._raise_for_error(subject, msg.data, msg.headers or {})
         return _decoder(response_type, f"reply from {subject}")(msg.data)
 
+    @overload
+    def stream(
+        self,
+        subject: str,
+        payload: Any = ...,
+        *,
+        response_type: type[T],
+        inactivity_timeout_s: float | None = ...,
+        correlation_id: str | None = ...,
+        headers: dict[str, str] | None = ...,
+    ) -> AsyncIterator[T]: ...
+
+    @overload
+    def stream(
+        self,
+        subject: str,
+        payload: Any = ...,
+        *,
+        response_type: None = ...,
+        inactivity_timeout_s: float | None = ...,
+        correlation_id: str | None = ...,
+        headers: dict[str, str] | None = ...,
+    ) -> AsyncIterator[Any]: ...
+
     async def stream(
         self,
         subject: str,
