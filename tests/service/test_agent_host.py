@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -154,7 +153,7 @@ async def test_registration_heartbeats_and_status(server: NatsServer, nc: NatsCl
     assert prompt_ep["metadata"]["attachments_ok"] == "true"
     assert first["instance_id"] == second["instance_id"] == info["id"] == status["instance_id"]
     assert first["interval_s"] == 1 and first["endpoints"]["prompt"]["subject"] == PROMPT
-    assert {i["id"] for i in found} == {i["id"] for i in found if i["name"] == "agents"} and len(found) == 2
+    assert all(i["name"] == "agents" for i in found) and len({i["id"] for i in found}) == 2  # an id per agent
 
 
 async def test_heartbeats_stop_at_shutdown(server: NatsServer, nc: NatsClient) -> None:
@@ -243,7 +242,6 @@ async def test_sdk_caller_streams_status_query_attachment(server: NatsServer, nc
     assert [c.prompt for c in asked if isinstance(c, Query)] == ["Which city?"]
     assert [c.text for c in asked if isinstance(c, ResponseChunk)] == ["Sunny in Paris."]
     assert [c.text for c in attached if isinstance(c, ResponseChunk)] == ["notes.txt:5", "with", "file"]
-    assert base64.b64encode(b"12345")  # the SDK encoded it; the agent decoded 5 bytes
 
 
 async def test_sdk_caller_sees_errors(server: NatsServer, nc: NatsClient) -> None:
