@@ -9,24 +9,9 @@ from nats.aio.client import Client as NatsClient
 
 from shipkit._json import loads
 from shipkit.errors import SerializationError, as_shipkit_error
-from shipkit.service.agent_protocol import Attachment, encode_prompt
+from shipkit.service.agent_protocol import Attachment, Response, Status, encode_prompt
 
 __all__ = ["Chunk", "Query", "Response", "Status", "decode_chunk"]
-
-
-@dataclass(frozen=True, slots=True)
-class Response:
-    """Content from the agent (``response`` chunk)."""
-
-    text: str
-    attachments: tuple[Attachment, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Status:
-    """Progress from the agent (``status`` chunk other than the protocol's ``ack``)."""
-
-    text: str
 
 
 @dataclass(slots=True)

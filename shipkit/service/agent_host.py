@@ -8,10 +8,10 @@ its own:
 - ``agents.prompt.{agent}.{owner}.{session}`` (queue group ``agents``, metadata
   ``max_payload`` and ``attachments_ok``): each prompt gets the leading
   ``{"type":"status","data":"ack"}`` before the function runs, ``response`` chunks for what it
-  yields, ``status``/``query`` chunks from its context, an ``ack`` keep-alive while it is silent,
-  and the zero-byte headerless terminator; errors are ``Nats-Service-Error(-Code)`` headers
-  followed by the terminator. The ack carries ``Shipkit-Stream`` (the cancel subject), which
-  other callers ignore;
+  yields (``str``, or a ``Response`` with attachments), ``status``/``query`` chunks from its
+  context, an ``ack`` keep-alive while it is silent, and the zero-byte headerless terminator;
+  errors are ``Nats-Service-Error(-Code)`` headers followed by the terminator. The ack carries
+  ``Shipkit-Stream`` (the cancel subject), which other callers ignore;
 - ``agents.status.…`` (queue group ``agents``) answering a fresh heartbeat body;
 - a heartbeat on ``agents.hb.…`` at start and every ``heartbeat_s``, stopped at shutdown.
 """
@@ -34,10 +34,12 @@ from shipkit.service.agent_protocol import (
     PROTOCOL_VERSION,
     QUEUE_GROUP,
     SERVICE_NAME,
+    Response,
     chunk,
     format_size,
     heartbeat_payload,
     parse_prompt,
+    response_chunk,
 )
 from shipkit.service.codec import inspect_handler
 from shipkit.service.consumers import Stopper
@@ -151,9 +153,10 @@ class AgentEndpoint(Endpoint):
             generator = self.func(*self.signature.call_args(prompt, context))  # type: ignore[assignment]
             assert generator is not None
             async for value in generator:
-                if not isinstance(value, str):
-                    raise TypeError(f"agent {self.spec.subjects.agent!r} yielded a {type(value).__name__}; yield str")
-                await outbox.send(chunk("response", value))
+                if not isinstance(value, str | Response):
+                    name = type(value).__name__
+                    raise TypeError(f"agent {self.spec.subjects.agent!r} yielded a {name}; yield str or Response")
+                await outbox.send(response_chunk(value))
         except asyncio.CancelledError:
             await _stop(keep_alive)
             if generator is not None:

@@ -26,6 +26,8 @@ __all__ = [
     "AgentPrompt",
     "AgentSubjects",
     "Attachment",
+    "Response",
+    "Status",
     "chunk",
     "encode_prompt",
     "format_size",
@@ -33,6 +35,7 @@ __all__ = [
     "parse_prompt",
     "parse_size",
     "query_chunk",
+    "response_chunk",
     "utc_now",
 ]
 
@@ -132,6 +135,30 @@ class AgentPrompt:
     text: str
     attachments: tuple[Attachment, ...] = ()
     extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """Content from the agent (a ``response`` chunk); an agent may yield one to attach files."""
+
+    text: str
+    attachments: tuple[Attachment, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """Progress from the agent (``status`` chunk other than the protocol's ``ack``)."""
+
+    text: str
+
+
+def response_chunk(value: str | Response) -> bytes:
+    """A ``response`` chunk: the short form for text, the object form when files are attached."""
+    if isinstance(value, str):
+        return chunk("response", value)
+    if not value.attachments:
+        return chunk("response", value.text)
+    return chunk("response", {"text": value.text, "attachments": [a.to_wire() for a in value.attachments]})
 
 
 def parse_prompt(body: bytes, where: str = "prompt") -> AgentPrompt:

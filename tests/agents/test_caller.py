@@ -10,7 +10,7 @@ import nats
 import pytest
 import pytest_asyncio
 from synadia_ai.agent_service import AgentService, PromptStream
-from synadia_ai.agents import Envelope, StatusChunk
+from synadia_ai.agents import Envelope, ResponseChunk, StatusChunk
 
 from shipkit import Service, ServiceError
 from shipkit.agents import Agents, Attachment, Query, Response, Status
@@ -46,6 +46,8 @@ def make_service(probe: Probe) -> Service:
             yield f"answer: {await ctx.ask('Which city?', timeout_s=5)}"
         for attachment in prompt.attachments:
             yield f"{attachment.filename}={attachment.data.decode()}"
+        if prompt.attachments:
+            yield Response("echoed", prompt.attachments)
         yield prompt.text
 
     return service
@@ -61,6 +63,8 @@ async def sdk_handler(envelope: Envelope, stream: PromptStream) -> None:
         await stream.send(f"answer: {answer.prompt}")
     for attachment in envelope.attachments or []:
         await stream.send(f"{attachment.filename}={attachment.to_bytes().decode()}")
+    if envelope.attachments:
+        await stream.send(ResponseChunk(text="echoed", attachments=envelope.attachments))
     await stream.send(envelope.prompt)
 
 
@@ -133,9 +137,10 @@ async def test_query_answered_sync_and_async(host: Probe, agents: Agents) -> Non
 
 
 async def test_attachment(host: Probe, agents: Agents) -> None:
-    """An attachment travels base64-encoded and arrives decoded at the agent."""
+    """An attachment travels base64-encoded both ways: decoded at the agent, and back in a response."""
     got = await collect(agents.prompt("echo", "see file", attachments=[Attachment("a.txt", b"abc")]), [])
     assert Response("a.txt=abc") in got
+    assert Response("echoed", (Attachment("a.txt", b"abc"),)) in got
 
 
 async def test_error(host: Probe, agents: Agents) -> None:

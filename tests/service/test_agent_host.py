@@ -11,13 +11,14 @@ import nats
 import pytest
 import pytest_asyncio
 from nats.aio.client import Client as NatsClient
-from synadia_ai.agents import Agents, Attachment, ProtocolError, Query, ResponseChunk, StatusChunk
+from synadia_ai.agents import Agents, ProtocolError, Query, ResponseChunk, StatusChunk
+from synadia_ai.agents import Attachment as SdkAttachment
 
 from shipkit import Service
 from shipkit.errors import ConfigurationError
 from shipkit.server import NatsServer
 from shipkit.service.agent import AgentContext
-from shipkit.service.agent_protocol import AgentPrompt
+from shipkit.service.agent_protocol import AgentPrompt, Attachment, Response
 from shipkit.service.endpoint import ERROR_CODE_HEADER, ERROR_HEADER
 from shipkit.service.streaming import STREAM_HEADER
 from shipkit.testing import run_service
@@ -39,6 +40,9 @@ def make_service() -> Service:
         if prompt.text == "ask":
             city = await ctx.ask("Which city?", timeout_s=5)
             yield f"Sunny in {city}."
+            return
+        if prompt.text == "report":
+            yield Response("see attached", (Attachment("report.csv", b"a,b\n1,2\n"),))
             return
         if prompt.text == "hang":
             await asyncio.Event().wait()  # until cancelled at shutdown
@@ -226,13 +230,16 @@ async def sdk_prompt(agents: Agents, text: str, **options: Any) -> list[Any]:
 
 
 async def test_sdk_caller_streams_status_query_attachment(server: NatsServer, nc: NatsClient) -> None:
-    """The reference caller discovers the agent, streams response and status, answers a query, attaches a file."""
+    """The reference caller discovers the agent, streams response and status, answers a query, sends and gets files."""
     async with run_service(make_service(), server.url):
         agents = Agents(nc=nc)
         try:
             plain = await sdk_prompt(agents, "hello world")
             asked = await sdk_prompt(agents, "ask")
-            attached = await sdk_prompt(agents, "with file", attachments=[Attachment.from_bytes("notes.txt", b"12345")])
+            attached = await sdk_prompt(
+                agents, "with file", attachments=[SdkAttachment.from_bytes("notes.txt", b"12345")]
+            )
+            reported = await sdk_prompt(agents, "report")
             live = [a for a in await agents.discover() if a.agent == "helper"]
             assert agents.liveness(live[0].instance_id) is not None
         finally:
@@ -242,6 +249,9 @@ async def test_sdk_caller_streams_status_query_attachment(server: NatsServer, nc
     assert [c.prompt for c in asked if isinstance(c, Query)] == ["Which city?"]
     assert [c.text for c in asked if isinstance(c, ResponseChunk)] == ["Sunny in Paris."]
     assert [c.text for c in attached if isinstance(c, ResponseChunk)] == ["notes.txt:5", "with", "file"]
+    [report] = [c for c in reported if isinstance(c, ResponseChunk)]
+    assert report.text == "see attached" and report.attachments is not None
+    assert (report.attachments[0].filename, report.attachments[0].to_bytes()) == ("report.csv", b"a,b\n1,2\n")
 
 
 async def test_sdk_caller_sees_errors(server: NatsServer, nc: NatsClient) -> None:
