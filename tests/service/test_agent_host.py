@@ -19,6 +19,7 @@ from shipkit.errors import ConfigurationError
 from shipkit.server import NatsServer
 from shipkit.service.agent import AgentContext
 from shipkit.service.agent_protocol import AgentPrompt, Attachment, Response
+from shipkit.service.description import describe
 from shipkit.service.endpoint import ERROR_CODE_HEADER, ERROR_HEADER
 from shipkit.service.streaming import STREAM_HEADER
 from shipkit.testing import run_service
@@ -197,6 +198,15 @@ async def test_prompt_stats_count_each_stream_once(server: NatsServer, nc: NatsC
     prompt_stats = next(e for e in helper["endpoints"] if e["name"] == "prompt")
     assert (prompt_stats["num_requests"], prompt_stats["num_errors"]) == (2, 1)
     assert prompt_stats["processing_time"] > 0
+
+
+def test_inspect_lists_the_agents() -> None:
+    """describe() (shipkit inspect) lists every agent with its owner and prompt subject."""
+    described = describe(make_service())
+    assert described["agents"] == [
+        {"agent": "helper", "owner": "acme", "prompt": PROMPT},
+        {"agent": "strict", "owner": "acme", "prompt": "agents.prompt.strict.acme.default"},
+    ]
 
 
 def test_agent_must_be_an_async_generator() -> None:
