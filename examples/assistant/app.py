@@ -61,7 +61,7 @@ service = Service("assistant", "1.0.0", "a streaming assistant agent", lifespan=
 def fake_model(prompt: str) -> list[str]:
     """The tokens a (fake, deterministic) model answers ``prompt`` with."""
     words = [word.strip("?!.,") for word in prompt.lower().split()]
-    return ["You", " asked", " about", *(f" {word}" for word in words[-3:]), "."]
+    return ["You", " asked", ":", *(f" {word}" for word in words), "."]
 
 
 @service.job_worker("researcher")

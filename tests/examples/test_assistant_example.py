@@ -15,7 +15,7 @@ async def test_weather_asks_for_the_city_then_streams(shipkit_connection: Connec
     assert [c.prompt for c in chunks if isinstance(c, Query)] == ["Which city?"]
     assert Status("thinking") in chunks
     text = "".join(c.text for c in chunks if isinstance(c, Response))
-    assert text == "".join(fake_model("What's the weather? in Oslo")) == "You asked about weather in oslo."
+    assert text == "".join(fake_model("What's the weather? in Oslo")) == "You asked: what's the weather in oslo."
 
 
 async def test_research_runs_as_a_job_with_progress(shipkit_connection: ConnectionManager) -> None:
