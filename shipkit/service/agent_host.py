@@ -80,7 +80,11 @@ class _Outbox:
                 async with asyncio.timeout(interval_s):
                     await self.active.wait()
             except TimeoutError:
-                await self.send(_ACK)
+                try:
+                    await self.send(_ACK)
+                except Exception as exc:  # the prompt's own next send (or the terminator) reports it
+                    log.warning("agent.keepalive_failed", reply=self.reply, error=repr(exc))
+                    return
 
     async def fail(self, code: int, message: str) -> None:
         """The error frame, then the terminator; never raises (the caller may be gone)."""
@@ -144,23 +148,9 @@ class AgentEndpoint(Endpoint):
         context = AgentContext(
             self.host, msg.subject, msg.headers, msg.reply, subjects=self.spec.subjects, send=outbox.send
         )
-        keep_alive: asyncio.Task[None] | None = None
-        generator: AsyncGenerator[Any, None] | None = None
         try:
-            await outbox.send(_ACK, {STREAM_HEADER: cancel_subject})  # before the function runs
-            await asyncio.sleep(0)  # let the flusher send the ack before the function starts
-            keep_alive = asyncio.create_task(outbox.keep_alive(self.spec.keepalive_s))
-            generator = self.func(*self.signature.call_args(prompt, context))  # type: ignore[assignment]
-            assert generator is not None
-            async for value in generator:
-                if not isinstance(value, str | Response):
-                    name = type(value).__name__
-                    raise TypeError(f"agent {self.spec.subjects.agent!r} yielded a {name}; yield str or Response")
-                await outbox.send(response_chunk(value))
+            await self._stream(outbox, prompt, context, cancel_subject)
         except asyncio.CancelledError:
-            await _stop(keep_alive)
-            if generator is not None:
-                await generator.aclose()
             self.processing_time_ns += time.perf_counter_ns() - started
             self.host.counts.cancelled += 1
             if self.cancels.unregister(token):  # the caller asked: nobody listens any more
@@ -170,22 +160,34 @@ class AgentEndpoint(Endpoint):
             await outbox.fail(503, "agent is shutting down: the prompt was cancelled")
             raise
         except Exception as exc:
-            await _stop(keep_alive)
-            if generator is not None:
-                await generator.aclose()
             self._record_failure(exc, started)
             code, message, _details = describe_failure(exc)
             await outbox.fail(code, message)
             return
         finally:
             self.cancels.unregister(token)
-        await _stop(keep_alive)
         try:
             await self.host.client.publish(msg.reply, b"")
         except Exception as exc:
             log.warning("agent.terminator_failed", agent=self.spec.subjects.agent, error=repr(exc))
         self.processing_time_ns += time.perf_counter_ns() - started
         self.host.counts.handled += 1
+
+    async def _stream(self, outbox: _Outbox, prompt: Any, context: AgentContext, cancel_subject: str) -> None:
+        """The ack, then a chunk per yielded value, keep-alives meanwhile; the generator closed however it ends."""
+        await outbox.send(_ACK, {STREAM_HEADER: cancel_subject})  # before the function runs
+        await asyncio.sleep(0)  # let the flusher send the ack before the function starts
+        keep_alive = asyncio.create_task(outbox.keep_alive(self.spec.keepalive_s))
+        generator: AsyncGenerator[Any, None] = self.func(*self.signature.call_args(prompt, context))  # type: ignore[assignment]
+        try:
+            async for value in generator:
+                if not isinstance(value, str | Response):
+                    name = type(value).__name__
+                    raise TypeError(f"agent {self.spec.subjects.agent!r} yielded a {name}; yield str or Response")
+                await outbox.send(response_chunk(value))
+        finally:
+            await _stop(keep_alive)  # before any error frame or terminator: no ack may follow those
+            await generator.aclose()  # a failed send or a cancel leaves it suspended: run its finally
 
     def _record_failure(self, exc: BaseException, started: int) -> None:
         code, message, _details = describe_failure(exc)

@@ -173,18 +173,15 @@ class StreamEndpoint(Endpoint):
         except asyncio.CancelledError:
             if self.cancels.unregister(token):  # the caller asked: close quietly, nobody listens
                 task.uncancel()
-                await generator.aclose()
                 self._count(started, cancelled=True)
                 log.info("stream.cancelled", endpoint=self.name, subject=msg.subject, chunks=progress.sent)
                 return
-            await generator.aclose()
             self._count(started, cancelled=True)
             await self._end_with_error(
                 msg, 503, "service is shutting down: the stream was cancelled", progress.sent > 0
             )
             raise
         except Exception as exc:
-            await generator.aclose()  # a failed publish leaves the generator suspended: run its finally
             if progress.sent == 0:
                 await self._failed(msg, exc, started)  # before the first chunk: today's error contract
                 return
@@ -204,23 +201,26 @@ class StreamEndpoint(Endpoint):
     async def _pump(
         self, msg: Msg, generator: AsyncGenerator[Any, None], cancel_subject: str, progress: _Progress
     ) -> None:
-        """Publish every yielded value, counting them in ``progress``."""
+        """Publish every yielded value, counting them in ``progress``; the generator is closed however it ends."""
         reply = msg.reply
         nc = self.host.client
-        async for value in generator:
-            if not reply:
-                continue
-            body = encode_result(value)
-            if not body:
-                raise ValueError("a streamed chunk encodes to an empty body (the empty message ends a stream)")
-            if progress.sent:
-                await nc.publish(reply, body)
-            else:
-                await nc.publish(reply, body, headers={STREAM_HEADER: cancel_subject})
-                await asyncio.sleep(0)  # let the flusher write the first chunk now: time to first chunk
-            progress.sent += 1
-            if nc.pending_data_size > FLUSH_AT_BYTES:
-                await nc.flush()
+        try:
+            async for value in generator:
+                if not reply:
+                    continue
+                body = encode_result(value)
+                if not body:
+                    raise ValueError("a streamed chunk encodes to an empty body (the empty message ends a stream)")
+                if progress.sent:
+                    await nc.publish(reply, body)
+                else:
+                    await nc.publish(reply, body, headers={STREAM_HEADER: cancel_subject})
+                    await asyncio.sleep(0)  # let the flusher write the first chunk now: time to first chunk
+                progress.sent += 1
+                if nc.pending_data_size > FLUSH_AT_BYTES:
+                    await nc.flush()
+        finally:
+            await generator.aclose()  # a failed publish or a cancel leaves it suspended: run its finally
 
     def _count(self, started: int, *, cancelled: bool = False) -> None:
         self.processing_time_ns += time.perf_counter_ns() - started
