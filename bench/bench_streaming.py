@@ -18,7 +18,9 @@ The raw and shipkit rows use the same raw reader: a fresh inbox subscription per
 counting chunks until the terminator. Per stream it records the time to the first chunk and to
 the terminator; chunks/s is 1 000 / the latter. Variants alternate within every repeat (order
 rotating); a repeat during which other processes took more than ``--quiet-cores`` cores is
-repeated once. The table shows medians; the ratio is shipkit / raw chunks per second.
+repeated once. The table shows medians; the ratio is shipkit / raw chunks per second. The host's
+CPU per chunk (``time.process_time()`` of the host process over the caller's whole run, warm-up
+included) is the load-independent view of the same comparison.
 """
 
 from __future__ import annotations
@@ -75,7 +77,9 @@ async def _host(conn: Any, url: str, variant: str) -> None:
         await nc.subscribe(SUBJECT, queue="q", cb=respond)
         await nc.flush()
         conn.send("ready")
+        cpu = time.process_time()
         await stop.wait()
+        conn.send(time.process_time() - cpu)
         await nc.close()
         return
     from shipkit import Service
@@ -91,7 +95,9 @@ async def _host(conn: Any, url: str, variant: str) -> None:
     runtime = Runtime(service, url)
     await runtime.start()
     conn.send("ready")
+    cpu = time.process_time()
     await stop.wait()
+    conn.send(time.process_time() - cpu)
     await runtime.shutdown()
 
 
@@ -155,14 +161,19 @@ async def _caller(url: str, streams: int, use_client: bool) -> list[tuple[float,
 def measure(url: str, variant: str, streams: int) -> dict[str, float]:
     """One host + one caller process; medians of the caller's streams."""
     host = Child(host_main, url, "raw" if variant == "raw" else "shipkit", name=f"host-{variant}")
+    stopped = False
     try:
         if host.recv(30) != "ready":
             raise RuntimeError("host did not start")
         caller = Child(caller_main, url, streams, variant == "shipkit+Client.stream", name=f"caller-{variant}")
         timings: list[tuple[float, float]] = caller.recv(600)
         caller.join()
-    finally:
         host.send("stop")
+        stopped = True
+        host_cpu_s: float = host.recv(30)
+    finally:
+        if not stopped:
+            host.send("stop")
         host.join()
     firsts = sorted(t[0] for t in timings)
     totals = sorted(t[1] for t in timings)
@@ -170,6 +181,7 @@ def measure(url: str, variant: str, streams: int) -> dict[str, float]:
         "chunks_per_s": CHUNKS / median(totals),
         "ttfc_p50_us": percentile(firsts, 50) * 1e6,
         "ttfc_p99_us": percentile(firsts, 99) * 1e6,
+        "host_cpu_us_per_chunk": host_cpu_s / ((streams + 3) * CHUNKS) * 1e6,
     }
 
 
@@ -207,11 +219,14 @@ def main() -> int:
                 fmt_rate(rate),
                 fmt_us(median([r["ttfc_p50_us"] for r in results[variant]])),
                 fmt_us(median([r["ttfc_p99_us"] for r in results[variant]])),
+                fmt_us(median([r["host_cpu_us_per_chunk"] for r in results[variant]])),
                 fmt_ratio(rate / raw_rate),
             ]
         )
     print(f"{CHUNKS} chunks per stream, {streams} streams x {repeats} repeats; {machine_note()}\n")
-    print_table(["variant", "chunks/s", "first chunk p50 µs", "first chunk p99 µs", "vs raw"], rows)
+    print_table(
+        ["variant", "chunks/s", "first chunk p50 µs", "first chunk p99 µs", "host CPU µs/chunk", "vs raw"], rows
+    )
     return 0
 
 

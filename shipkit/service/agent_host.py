@@ -46,7 +46,7 @@ from shipkit.service.consumers import Stopper
 from shipkit.service.discovery import Discovery, ServiceIdentity, new_instance_id
 from shipkit.service.endpoint import Endpoint, describe_failure, error_reply
 from shipkit.service.host import Host
-from shipkit.service.streaming import FLUSH_AT_BYTES, STREAM_HEADER, StreamCancels
+from shipkit.service.streaming import FLUSH_AT_BYTES, STREAM_HEADER, WRITE_AT_BYTES, StreamCancels
 
 __all__ = ["AgentEndpoint", "start_agents"]
 
@@ -69,8 +69,9 @@ class _Outbox:
         nc = self.host.client
         await nc.publish(self.reply, body, headers=headers)
         self.active.set()
-        if nc.pending_data_size > FLUSH_AT_BYTES:  # backpressure, as for streamed handlers
-            await nc.flush()
+        pending = nc.pending_data_size
+        if pending > WRITE_AT_BYTES:  # backpressure and overlap, as for streamed handlers
+            await (nc.flush() if pending > FLUSH_AT_BYTES else asyncio.sleep(0))
 
     async def keep_alive(self, interval_s: float) -> None:
         """Send an ``ack`` whenever ``interval_s`` passed without a chunk (cancelled at the end)."""
