@@ -229,7 +229,7 @@ class Runtime:
 
     # -- request handlers ------------------------------------------------------------------------
 
-    async def stream_cancels(self) -> StreamCancels:
+    async def _stream_cancels(self) -> StreamCancels:
         """The cancel subjects of this runtime's streams (subscribed on first use, at start)."""
         if self._cancels is None:
             self._cancels = StreamCancels(self.instance_id)
@@ -241,20 +241,10 @@ class Runtime:
         service = self.service
         shared: dict[str, Endpoint] = {}
         for spec in service.handlers:
-            endpoint = (
-                StreamEndpoint(
-                    self,
-                    spec.endpoint_name,
-                    spec.subject,
-                    spec.func,  # type: ignore[arg-type]  # an async generator function
-                    spec.signature,
-                    cancels=await self.stream_cancels(),
-                    max_concurrency=spec.max_concurrency,
-                    queue_group=spec.queue,
-                    metadata=spec.metadata,
-                )
-                if spec.signature.streams
-                else Endpoint(
+            if spec.signature.streams:  # an async generator: every request is a streamed reply
+                endpoint: Endpoint = StreamEndpoint.from_spec(self, spec, await self._stream_cancels())
+            else:
+                endpoint = Endpoint(
                     self,
                     spec.endpoint_name,
                     spec.subject,
@@ -265,7 +255,6 @@ class Runtime:
                     after_success=mutation_hook(self, service, spec.name, spec.mutation),
                     metadata=spec.metadata,
                 )
-            )
             self.endpoints.append(endpoint)
             if spec.queue == service.queue_group:
                 shared[spec.name] = endpoint
@@ -314,7 +303,7 @@ class Runtime:
         if service.job_workers:
             self._stoppers.extend(await start_job_workers(self, service.job_queue, service.job_workers))
         if service.agents:
-            cancels = await self.stream_cancels()
+            cancels = await self._stream_cancels()
             self._stoppers.extend(await start_agents(self, service.agents, cancels, service.version))
 
     # -- run and stop -----------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from shipkit.service.codec import Signature, encode_result
 from shipkit.service.context import Context
 from shipkit.service.endpoint import Endpoint, describe_failure, error_reply
 from shipkit.service.host import Host
+from shipkit.service.specs import HandlerSpec
 
 __all__ = ["FLUSH_AT_BYTES", "STREAM_HEADER", "WRITE_AT_BYTES", "StreamCancels", "StreamEndpoint"]
 
@@ -147,6 +148,21 @@ class StreamEndpoint(Endpoint):
             metadata=metadata,
         )
         self.cancels = cancels
+
+    @classmethod
+    def from_spec(cls, host: Host, spec: HandlerSpec, cancels: StreamCancels) -> StreamEndpoint:
+        """The endpoint of a streaming ``@service.handler``."""
+        return cls(
+            host,
+            spec.endpoint_name,
+            spec.subject,
+            spec.func,  # type: ignore[arg-type]  # an async generator function
+            spec.signature,
+            cancels=cancels,
+            max_concurrency=spec.max_concurrency,
+            queue_group=spec.queue,
+            metadata=spec.metadata,
+        )
 
     async def handle(self, msg: Msg) -> None:
         """Decode the request, then stream the generator's values in a tracked task."""
