@@ -31,8 +31,13 @@ from shipkit.models import BeingState, BeingStatus, ChannelMessage, ErrorRespons
 from shipkit.primitives.kv import KvEntry
 from shipkit.server import NatsServer
 from shipkit.service import Client, Context, NatsServiceBuilder, Runtime, Service, ServiceArgs, run, serve
+from shipkit.service.agent import AgentContext
+from shipkit.service.agent_protocol import AgentPrompt, Attachment
 
 __all__ = [
+    "AgentContext",
+    "AgentPrompt",
+    "Attachment",
     "BeingState",
     "BeingStatus",
     "BucketNotFoundError",

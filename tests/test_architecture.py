@@ -8,6 +8,7 @@ about. The layers, lowest first (``docs/architecture.md`` draws them):
     primitives  shipkit/primitives/
     jobs        shipkit/jobs/
     service     shipkit/service/
+    agents      shipkit/agents/  (the agent protocol's caller, over the service layer's wire helpers)
     dashboard   shipkit/dashboard/ (the web dashboard; reads NATS through the layers below)
     edge        shipkit/cli/, shipkit/testing.py, the shipkit package itself
 """
@@ -23,7 +24,7 @@ import pytest
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / "shipkit"
 
-LAYERS = ("base", "primitives", "jobs", "service", "dashboard", "edge")
+LAYERS = ("base", "primitives", "jobs", "service", "agents", "dashboard", "edge")
 
 ALLOWED_UPWARD = {
     # Service.run() is the one documented convenience call up the layer: a script can call
@@ -45,7 +46,7 @@ def layer_of(module: str) -> str:
     parts = module.split(".")
     if len(parts) == 1 or parts[1] in ("cli", "testing"):
         return "edge"
-    if parts[1] in ("primitives", "jobs", "service", "dashboard"):
+    if parts[1] in ("primitives", "jobs", "service", "agents", "dashboard"):
         return parts[1]
     return "base"
 

@@ -20,6 +20,7 @@ __all__ = [
     "EXIT_STARTUP_FAILURE",
     "EXIT_USAGE",
     "app_dir_option",
+    "format_table",
     "load_service_or_exit",
     "startup_failure",
     "target_argument",
@@ -59,3 +60,11 @@ app_dir_option = click.option(
     default=None,
     help="Directory put first on sys.path to import MODULE from.  [default: the current directory]",
 )
+
+
+def format_table(headers: list[str], rows: list[list[str]]) -> str:
+    """Left-aligned columns under upper-case headers, two spaces apart (what every list command prints)."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    return "\n".join(lines)

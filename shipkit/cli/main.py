@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from shipkit.cli.agents import agents
 from shipkit.cli.dashboard import dashboard_command
 from shipkit.cli.docs import docs
 from shipkit.cli.jobs import jobs
@@ -20,7 +21,7 @@ def main() -> None:
     """shipkit: declarative agent services over NATS."""
 
 
-for _command in (run_command, inspect_command, new_command, server_command, jobs, dashboard_command, docs):
+for _command in (run_command, inspect_command, new_command, server_command, jobs, agents, dashboard_command, docs):
     main.add_command(_command)
 
 

@@ -173,6 +173,7 @@ def _describe_lines(d: dict[str, Any]) -> list[str]:
         ("subscriptions (core NATS)", [(m["subject"], queue(m["queue"])) for m in d["messages"]]),
         ("channels", [(c["channel"], f"replay_history={str(c['replay_history']).lower()}") for c in d["channels"]]),
         ("job workers", [(str(worker), "") for worker in d["job_workers"]]),
+        ("agents (Synadia Agent Protocol)", [(a["prompt"], f"owner={a['owner']}") for a in d["agents"]]),
     ]
     lines = [
         f"service {d['name']} {d['version']}",

@@ -8,6 +8,10 @@ Read the modules in this order, each importing only the ones before it (and the 
 - :mod:`~shipkit.service.context`: :class:`Context`, what a handler sees of its message;
 - :mod:`~shipkit.service.app`: :class:`Service`, the decorators;
 - :mod:`~shipkit.service.endpoint`: the request hot path, its error contract and the router;
+- :mod:`~shipkit.service.streaming` / :mod:`~shipkit.service.stream_reader`: streamed replies
+  (async-generator handlers, the cancel signal) and reading them;
+- :mod:`~shipkit.service.agent_protocol`, :mod:`~shipkit.service.agent`,
+  :mod:`~shipkit.service.agent_host`: hosting agents over the Synadia Agent Protocol for NATS;
 - :mod:`~shipkit.service.consumers`: durable events, KV watches, channels, job workers;
 - :mod:`~shipkit.service.discovery`: the ``$SRV`` verbs;
 - :mod:`~shipkit.service.runtime`: :class:`Runtime`, start and ordered shutdown;

@@ -36,6 +36,7 @@ from shipkit.jobs.models import Backoff
 from shipkit.jobs.worker_spec import JobWorkerSpec
 from shipkit.models import ChannelMessage, Event, ShipEvent
 from shipkit.primitives.kv import KvEntry
+from shipkit.service.agent import AgentSpec, build_agent_spec
 from shipkit.service.codec import inspect_handler
 from shipkit.service.context import Context
 from shipkit.service.specs import (
@@ -55,6 +56,7 @@ __all__ = ["Lifespan", "Service", "close_registrations", "reopen_registrations"]
 
 F = TypeVar("F", bound=Callable[..., Coroutine[Any, Any, Any]])
 H = TypeVar("H", bound=Callable[..., Awaitable[None]])
+A = TypeVar("A", bound=Callable[..., Any])
 Lifespan = Callable[[Any], AbstractAsyncContextManager[Any]]
 _UNSET: Any = object()
 """``lifespan(service)`` or ``lifespan(ctx: Context)`` -> an async context manager entered at start
@@ -139,6 +141,7 @@ class Service:
         self.messages: list[MessageSpec] = []
         self.channels: list[ChannelSpec] = []
         self.job_workers: list[JobWorkerSpec] = []
+        self.agents: list[AgentSpec] = []
         self.startup_hooks: list[Callable[..., Awaitable[None]]] = []
         self.shutdown_hooks: list[Callable[..., Awaitable[None]]] = []
         self._frozen = False
@@ -177,10 +180,15 @@ class Service:
         queue_group = self.queue_group if queue is _UNSET else queue
         if queue_group is not None:
             validate_token(queue_group, f"queue group of handler {name!r}")
+        signature = inspect_handler(func, context_type=Context, allow_stream=True)
+        if signature.streams and mutation is not None:
+            raise ConfigurationError(
+                f"handler {name!r}: a streaming handler (async generator) cannot declare a mutation"
+            )
         spec = HandlerSpec(
             name=name,
             func=func,
-            signature=inspect_handler(func, context_type=Context),
+            signature=signature,
             subject=f"{self.prefix}.{name}",
             queue=queue_group,
             max_concurrency=max_concurrency,
@@ -472,6 +480,61 @@ class Service:
                 backoff=backoff,
                 timeout_s=timeout_s,
                 lease_s=lease_s,
+            )
+            return func
+
+        return decorator
+
+    # -- agents (the Synadia Agent Protocol for NATS) -----------------------------------------
+
+    def add_agent(self, name: str, func: Callable[..., Any], *, owner: str, **options: Any) -> AgentSpec:
+        """Register an agent; see :meth:`agent` (options as there)."""
+        self._check_open(f"agent {name!r}")
+        spec = build_agent_spec(name, func, owner=owner, **options)
+        if any(existing.subjects == spec.subjects for existing in self.agents):
+            raise ConfigurationError(f"agent {name!r} (owner {owner!r}) is registered twice on service {self.name!r}")
+        self.agents.append(spec)
+        return spec
+
+    def agent(
+        self,
+        name: str,
+        *,
+        owner: str,
+        session: str = "default",
+        description: str = "",
+        attachments_ok: bool = True,
+        max_payload: int | str | None = None,
+        keepalive_s: float = 15.0,
+        heartbeat_s: int = 30,
+        max_concurrency: int = 64,
+    ) -> Callable[[A], A]:
+        """Decorate an async generator hosted as an agent (see :mod:`shipkit.service.agent`).
+
+        Args:
+            name: the agent's name (``[a-z0-9-]+``), the third subject token.
+            owner: who runs it (``[a-z0-9_-]+``).
+            session: the session token of its subjects.
+            description: shown by discovery (default: the docstring's first line).
+            attachments_ok: accept prompts with attachments.
+            max_payload: largest prompt in bytes or as ``"1MB"`` (default and ceiling: the server's).
+            keepalive_s: send an ``ack`` status after this much silence.
+            heartbeat_s: heartbeat interval in whole seconds.
+            max_concurrency: prompts handled at once by this process.
+        """
+
+        def decorator(func: A) -> A:
+            self.add_agent(
+                name,
+                func,
+                owner=owner,
+                session=session,
+                description=description,
+                attachments_ok=attachments_ok,
+                max_payload=max_payload,
+                keepalive_s=keepalive_s,
+                heartbeat_s=heartbeat_s,
+                max_concurrency=max_concurrency,
             )
             return func
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar, overload
 
 from nats.aio.msg import Msg
@@ -16,6 +17,7 @@ from shipkit.errors import NatsTimeoutError, SerializationError, ServiceError
 from shipkit.service.codec import encode_result
 from shipkit.service.context import CORRELATION_HEADER
 from shipkit.service.endpoint import ERROR_CODE_HEADER, ERROR_HEADER
+from shipkit.service.stream_reader import StreamReader
 
 __all__ = ["Client"]
 
@@ -33,6 +35,25 @@ def _seed_error(body: bytes) -> tuple[int, str] | None:
     if isinstance(value, dict) and set(value) == {"error", "code"} and isinstance(value["code"], int):
         return value["code"], str(value["error"])
     return None
+
+
+def _decoder(response_type: Any, what: str) -> Callable[[bytes], Any]:
+    """How to turn one reply body into ``response_type`` (built once per request or stream)."""
+    if response_type is bytes:
+        return lambda data: data
+    if response_type is str:  # handlers returning str reply with plain UTF-8 text
+        return lambda data: data.decode()
+    if response_type is None:
+        return lambda data: loads(data, what) if data else None
+    adapter: TypeAdapter[Any] = TypeAdapter(response_type)
+
+    def validate(data: bytes) -> Any:
+        try:
+            return adapter.validate_json(data)
+        except ValidationError as exc:
+            raise SerializationError(f"{what} is not a valid {response_type!r}: {exc}") from exc
+
+    return validate
 
 
 class Client(Connectable):
@@ -135,16 +156,82 @@ class Client(Connectable):
             msg = await _tracing.send(
                 self._tracer, subject, sent_headers, call, operation_name="request", kind="client"
             )
-        if response_type is bytes:
-            return msg.data
-        if response_type is str:  # handlers returning str reply with plain UTF-8 text
-            return msg.data.decode()
-        if response_type is None:
-            return loads(msg.data, f"reply from {subject}") if msg.data else None
+        return _decoder(response_type, f"reply from {subject}")(msg.data)
+
+    @overload
+    def stream(
+        self,
+        subject: str,
+        payload: Any = ...,
+        *,
+        response_type: type[T],
+        inactivity_timeout_s: float | None = ...,
+        correlation_id: str | None = ...,
+        headers: dict[str, str] | None = ...,
+    ) -> AsyncIterator[T]: ...
+
+    @overload
+    def stream(
+        self,
+        subject: str,
+        payload: Any = ...,
+        *,
+        response_type: None = ...,
+        inactivity_timeout_s: float | None = ...,
+        correlation_id: str | None = ...,
+        headers: dict[str, str] | None = ...,
+    ) -> AsyncIterator[Any]: ...
+
+    async def stream(
+        self,
+        subject: str,
+        payload: Any = None,
+        *,
+        response_type: Any = None,
+        inactivity_timeout_s: float | None = None,
+        correlation_id: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> AsyncIterator[Any]:
+        """Send a request and iterate over its streamed reply, chunk by chunk.
+
+        A handler written as an async generator streams what it yields; an ordinary handler's
+        single reply is a stream of one chunk. Leaving the loop early (``break``, a cancelled
+        task, a timeout) tells the handler, whose generator is then closed; wrap the call in
+        ``contextlib.aclosing`` to have that happen at once rather than when the iterator is
+        collected.
+
+        Args:
+            subject: e.g. ``"assistant.tokens"``.
+            payload: encoded like :meth:`request`'s.
+            response_type: decode each chunk into this type (as :meth:`request` does).
+            inactivity_timeout_s: the longest silence between two chunks (default: the
+                client's ``timeout_s``, else 30 s).
+            correlation_id: sent as ``Shipkit-Correlation-Id``.
+
+        Raises:
+            ServiceError: the service answered with an error (before or during the stream).
+            NatsTimeoutError: nothing arrived within the inactivity timeout, or nobody listens.
+            SerializationError: a chunk does not decode into ``response_type``.
+        """
+        sent_headers = dict(headers or {})
+        if correlation_id:
+            sent_headers[CORRELATION_HEADER] = correlation_id
+        timeout = inactivity_timeout_s if inactivity_timeout_s is not None else (self.timeout_s or 30.0)
+        reader = StreamReader(
+            self.connection.client,
+            subject,
+            encode_result(payload),
+            headers=sent_headers or None,
+            inactivity_timeout_s=timeout,
+        )
+        decode = _decoder(response_type, f"chunk from {subject}")
+        await reader.start()
         try:
-            return TypeAdapter(response_type).validate_json(msg.data)
-        except ValidationError as exc:
-            raise SerializationError(f"reply from {subject} is not a valid {response_type!r}: {exc}") from exc
+            while (msg := await reader.next()) is not None:
+                self._raise_for_error(subject, msg.data, msg.headers or {})
+                yield decode(msg.data)
+        finally:
+            await reader.aclose()
 
     @staticmethod
     def _raise_for_error(subject: str, body: bytes, headers: dict[str, str]) -> None:

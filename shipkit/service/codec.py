@@ -40,6 +40,8 @@ class Signature:
             ``ValidationError`` or ``UnicodeDecodeError`` on bad input).
         from_python: validate an already-parsed JSON value (for envelopes like ``ShipEvent``).
         context_first: True when the context parameter comes before the payload.
+        streams: True for an ``async def ... yield`` handler whose yielded values are streamed
+            (decided once here, so the request path never inspects the function per message).
     """
 
     payload_param: str | None
@@ -48,6 +50,7 @@ class Signature:
     from_bytes: Callable[[bytes], Any]
     from_python: Callable[[Any], Any]
     context_first: bool
+    streams: bool = False
 
     def call_args(self, payload: Any, context: Any) -> tuple[Any, ...]:
         """Positional arguments for the handler in its declared order."""
@@ -85,8 +88,12 @@ def _decoder(payload_type: Any, qualname: str) -> tuple[Callable[[bytes], Any], 
     return from_bytes, adapter.validate_python
 
 
-def inspect_handler(func: Callable[..., Any], *, context_type: type | None = None, what: str = "handler") -> Signature:
+def inspect_handler(
+    func: Callable[..., Any], *, context_type: type | None = None, what: str = "handler", allow_stream: bool = False
+) -> Signature:
     """Read a handler's signature once, at registration.
+
+    ``allow_stream`` accepts an async generator function (a streaming handler) besides ``async def``.
 
     Raises:
         ConfigurationError: the function is not ``async def``, has more than one payload
@@ -94,8 +101,10 @@ def inspect_handler(func: Callable[..., Any], *, context_type: type | None = Non
             that cannot be resolved. The message names the function.
     """
     qualname = getattr(func, "__qualname__", repr(func))
-    if not inspect.iscoroutinefunction(func):
-        raise ConfigurationError(f"{what} {qualname} must be an `async def` function")
+    streams = allow_stream and inspect.isasyncgenfunction(func)
+    if not streams and not inspect.iscoroutinefunction(func):
+        kind = "an `async def` function (or an async generator)" if allow_stream else "an `async def` function"
+        raise ConfigurationError(f"{what} {qualname} must be {kind}")
     try:
         hints = get_type_hints(func)
     except Exception as exc:
@@ -126,7 +135,7 @@ def inspect_handler(func: Callable[..., Any], *, context_type: type | None = Non
         payload_param = param.name
         payload_type = Any if annotation is _EMPTY else annotation
     from_bytes, from_python = _decoder(payload_type, qualname)
-    return Signature(payload_param, payload_type, context_param, from_bytes, from_python, context_first)
+    return Signature(payload_param, payload_type, context_param, from_bytes, from_python, context_first, streams)
 
 
 def encode_result(value: Any) -> bytes:

@@ -36,6 +36,10 @@ def describe(service: Service) -> dict[str, Any]:
         "messages": [{"subject": m.subject, "queue": m.queue} for m in service.messages],
         "channels": [{"channel": c.channel, "replay_history": c.replay_history} for c in service.channels],
         "job_workers": [j.worker for j in service.job_workers],
+        "agents": [
+            {"agent": a.subjects.agent, "owner": a.subjects.owner, "prompt": a.subjects.subject("prompt")}
+            for a in service.agents
+        ],
         "streams": sorted(streams_used(service)),
         "buckets": sorted({w.bucket.bucket for w in service.kv_watches}),
     }

@@ -32,6 +32,7 @@ from shipkit.models import ShipEvent
 from shipkit.primitives.eventbus import EventBus
 from shipkit.primitives.kv import KvStore
 from shipkit.primitives.objects import ShipObjectStore
+from shipkit.service.agent_host import start_agents
 from shipkit.service.app import Service, close_registrations, reopen_registrations
 from shipkit.service.consumers import (
     start_channel_handlers,
@@ -45,6 +46,7 @@ from shipkit.service.endpoint import Endpoint
 from shipkit.service.host import Counts
 from shipkit.service.observability import Observability
 from shipkit.service.router import Router, mutation_hook
+from shipkit.service.streaming import StreamCancels, StreamEndpoint
 
 __all__ = ["Counts", "Runtime", "RuntimeState"]
 
@@ -108,6 +110,7 @@ class Runtime:
         self._kv: dict[str, KvStore] = {}
         self._objects: dict[str, ShipObjectStore] = {}
         self._client: NatsClient | None = None
+        self._cancels: StreamCancels | None = None
         self.observability = Observability(
             self,
             metrics_port=metrics_port,
@@ -250,21 +253,32 @@ class Runtime:
 
     # -- request handlers ------------------------------------------------------------------------
 
+    async def _stream_cancels(self) -> StreamCancels:
+        """The cancel subjects of this runtime's streams (subscribed on first use, at start)."""
+        if self._cancels is None:
+            self._cancels = StreamCancels(self.instance_id)
+            await self._cancels.start(self.client)
+            self._exit_stack.push_async_callback(self._cancels.stop)  # after in-flight streams ended
+        return self._cancels
+
     async def _start_requests(self) -> None:
         service = self.service
         shared: dict[str, Endpoint] = {}
         for spec in service.handlers:
-            endpoint = self.observability.new_endpoint(
-                self,
-                spec.endpoint_name,
-                spec.subject,
-                spec.func,
-                spec.signature,
-                max_concurrency=spec.max_concurrency,
-                queue_group=spec.queue,
-                after_success=mutation_hook(self, service, spec.name, spec.mutation),
-                metadata=spec.metadata,
-            )
+            if spec.signature.streams:  # an async generator: every request is a streamed reply
+                endpoint: Endpoint = StreamEndpoint.from_spec(self, spec, await self._stream_cancels())
+            else:
+                endpoint = self.observability.new_endpoint(
+                    self,
+                    spec.endpoint_name,
+                    spec.subject,
+                    spec.func,
+                    spec.signature,
+                    max_concurrency=spec.max_concurrency,
+                    queue_group=spec.queue,
+                    after_success=mutation_hook(self, service, spec.name, spec.mutation),
+                    metadata=spec.metadata,
+                )
             self.endpoints.append(endpoint)
             if spec.queue == service.queue_group:
                 shared[spec.name] = endpoint
@@ -315,6 +329,9 @@ class Runtime:
         if service.job_workers:
             wrap_job = self.observability.wrap_job_worker
             self._stoppers.extend(await start_job_workers(self, service.job_queue, service.job_workers, wrap=wrap_job))
+        if service.agents:
+            cancels = await self._stream_cancels()
+            self._stoppers.extend(await start_agents(self, service.agents, cancels, service.version))
 
     # -- run and stop -----------------------------------------------------------------------------
 
