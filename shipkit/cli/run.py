@@ -20,9 +20,11 @@ from typing import TYPE_CHECKING, Any, cast
 import click
 
 from shipkit.cli._common import app_dir_option, load_service_or_exit, startup_failure, target_argument
+from shipkit.cli._connection_options import connection_options
 from shipkit.service.description import describe
 
 if TYPE_CHECKING:
+    from shipkit.config import NatsConfig
     from shipkit.logging import LogFormat
 
 __all__ = ["inspect_command", "run_command"]
@@ -31,13 +33,8 @@ _LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 @click.command("run")
-@target_argument
-@click.option(
-    "--nats-url",
-    metavar="URL",
-    default=None,
-    help="NATS server URL(s), comma-separated.  [default: $SHIPKIT_NATS_URL, $NATS_URL or nats://localhost:4222]",
-)
+@click.argument("targets", metavar="MODULE[:ATTR]...", nargs=-1, required=True)
+@connection_options
 @app_dir_option
 @click.option("--log-level", type=click.Choice(_LOG_LEVELS, case_sensitive=False), default="info", show_default=True)
 @click.option(
@@ -69,8 +66,8 @@ _LOG_LEVELS = ("debug", "info", "warning", "error")
     "--no-embedded", is_flag=True, help="Never start the embedded server when nothing listens on localhost:4222."
 )
 def run_command(
-    target: str,
-    nats_url: str | None,
+    targets: tuple[str, ...],
+    nats_config: NatsConfig,
     app_dir: Path | None,
     log_level: str,
     log_format: str,
@@ -79,14 +76,17 @@ def run_command(
     data_dir: Path,
     no_embedded: bool,
 ) -> None:
-    """Run the service MODULE[:ATTR] until SIGINT or SIGTERM, then shut down gracefully.
+    """Run the service MODULE[:ATTR] (or several, in one process) until SIGINT or SIGTERM.
 
     ATTR names a shipkit.Service (dotted attributes allowed) or a function returning one; with
-    MODULE alone, the module must hold exactly one Service. A second Ctrl-C skips the grace period.
+    MODULE alone, the module must hold exactly one Service. Several targets run side by side on
+    one connection (and one embedded server). A second Ctrl-C skips the grace period and gives
+    running jobs back to their queue at once.
 
     \b
     Examples:
       shipkit run kanban.service:service
+      shipkit run coordinator:service trainer:service observer:service
       shipkit run app --nats-url nats://nats.internal:4222 --log-format json
       shipkit run app:create_service --verify --graceful-timeout 10
     """
@@ -96,11 +96,11 @@ def run_command(
     level = log_level.lower()
     debug = level == "debug"
     configure_logging(level, cast("LogFormat", log_format))  # click.Choice allows only those values
-    service = load_service_or_exit(target, app_dir, show_traceback=debug)
+    services = [load_service_or_exit(target, app_dir, show_traceback=debug) for target in targets]
     try:
         run(
-            service,
-            nats_url=nats_url,
+            services[0] if len(services) == 1 else services,
+            config=nats_config,
             graceful_timeout_s=graceful_timeout_s,
             provision="verify" if verify else "create",
             embedded=not no_embedded,
