@@ -12,17 +12,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-import structlog
-
 from shipkit.connection import ConnectionManager, ProvisionMode
 from shipkit.errors import ConfigurationError
+from shipkit.logging import get_logger
 from shipkit.service.app import Service
 from shipkit.service.host import Counts
 from shipkit.service.runtime import Runtime
 
 __all__ = ["Fleet"]
 
-log = structlog.get_logger("shipkit.fleet")
+log = get_logger("shipkit.fleet")
 
 
 class Fleet:

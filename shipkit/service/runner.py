@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
-import structlog
-
 from shipkit.config import DEFAULT_NATS_URL, NatsConfig, default_nats_url
 from shipkit.connection import ConnectionManager, ProvisionMode
+from shipkit.logging import get_logger
 from shipkit.server import NatsServer
 from shipkit.service.app import Service
 from shipkit.service.fleet import Fleet
@@ -28,7 +27,7 @@ from shipkit.service.runtime import Counts, Runtime
 
 __all__ = ["Stoppable", "capture_signals", "run", "serve"]
 
-log = structlog.get_logger("shipkit.service.runner")
+log = get_logger("shipkit.service.runner")
 
 EMBEDDED_URL = DEFAULT_NATS_URL
 """Where :func:`serve` looks for a server, and starts an embedded one, when no URL is configured."""

@@ -20,7 +20,6 @@ from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
 from typing import Any, TypeVar
 
-import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.subscription import Subscription
 
@@ -28,6 +27,7 @@ from shipkit._connectable import Connectable
 from shipkit.config import KvBucketConfig, NatsConfig, ObjectStoreConfig
 from shipkit.connection import ConnectionManager, ProvisionMode, resolve_connection
 from shipkit.errors import ConfigurationError
+from shipkit.logging import get_logger
 from shipkit.models import ShipEvent
 from shipkit.primitives.eventbus import EventBus
 from shipkit.primitives.kv import KvStore
@@ -49,7 +49,7 @@ __all__ = ["Counts", "Runtime", "RuntimeState"]
 
 StoreT = TypeVar("StoreT", bound=Connectable)
 
-log = structlog.get_logger("shipkit.runtime")
+log = get_logger("shipkit.runtime")
 
 
 class RuntimeState(enum.Enum):
@@ -96,6 +96,7 @@ class Runtime:
         self.discovery: Discovery | None = None
         self._subscriptions: list[Subscription] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._in_flight_probes: list[Callable[[], int]] = []
         self._stoppers: list[Callable[[float], Coroutine[Any, Any, Any]]] = []
         self._exit_stack = AsyncExitStack()
         self._bus: EventBus | None = None
@@ -118,6 +119,10 @@ class Runtime:
         task.add_done_callback(self._tasks.discard)
         if on_done is not None:
             task.add_done_callback(on_done)
+
+    def count_in_flight(self, probe: Callable[[], int]) -> None:
+        """Count ``probe()`` (e.g. running jobs) as in-flight work in the shutdown line."""
+        self._in_flight_probes.append(probe)
 
     # -- resources for handlers -----------------------------------------------------------------
 
@@ -314,7 +319,7 @@ class Runtime:
         log.info(
             "shutdown.started",
             service=self.service.name,
-            in_flight=len(self._tasks),
+            in_flight=len(self._tasks) + sum(probe() for probe in self._in_flight_probes),
             graceful_timeout_s=self.graceful_timeout_s,
         )
         errors: list[BaseException] = []

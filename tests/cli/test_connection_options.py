@@ -11,6 +11,7 @@ from pathlib import Path
 
 import nkeys
 import pytest
+from apps.cli_process import ShipkitProcess, child_env
 from click.testing import CliRunner
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -20,7 +21,6 @@ from cryptography.x509.oid import NameOID
 from shipkit.cli import main
 from shipkit.cli._connection_options import CONNECTION_ENV_VARS
 from shipkit.server import NatsServer
-from tests.apps.cli_process import ShipkitProcess, child_env
 
 PASSWORD = "s3cr:et@x"  # needs percent-encoding in a URL
 TOKEN = "tok-7d1f0c5e"
