@@ -155,6 +155,11 @@ class NatsServer:
         return self._process is not None and self._process.poll() is None
 
     @property
+    def pid(self) -> int | None:
+        """The server process id while it runs."""
+        return self._process.pid if self.is_running and self._process is not None else None
+
+    @property
     def log_tail(self) -> str:
         """The last lines the server wrote (for error messages)."""
         return "\n".join(self._log)
