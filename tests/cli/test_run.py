@@ -49,6 +49,16 @@ async def test_run_answers_requests(spawn: Spawn, shipkit_nats_url: str, shipkit
     assert await process.wait_exit() == 0
 
 
+async def test_run_several_services_in_one_process(spawn: Spawn, shipkit_nats_url: str, shipkit_client: Client) -> None:
+    """`shipkit run A B C` runs every service in one process on one connection; SIGTERM stops them all."""
+    process = await spawn("cli_echo:service", "cli_two:first", "cli_two:second", "--nats-url", shipkit_nats_url)
+    assert (await process.wait_for_log("fleet.started"))["services"] == ["clitest", "first", "second"]
+    assert await shipkit_client.request("clitest.echo", {"fleet": True}) == {"fleet": True}
+    process.send_signal(signal.SIGTERM)
+    assert await process.wait_exit() == 0
+    assert sorted(r["service"] for r in process.logged("shutdown.complete")) == ["clitest", "first", "second"]
+
+
 async def test_run_module_alone_and_url_from_environment(
     spawn: Spawn, shipkit_nats_url: str, shipkit_client: Client
 ) -> None:
