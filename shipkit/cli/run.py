@@ -158,11 +158,12 @@ def _describe_lines(d: dict[str, Any]) -> list[str]:
         ("kv watches", [(w["bucket"], f"key={w['key']}") for w in d["kv_watches"]]),
         ("subscriptions (core NATS)", [(m["subject"], queue(m["queue"])) for m in d["messages"]]),
         ("channels", [(c["channel"], f"replay_history={str(c['replay_history']).lower()}") for c in d["channels"]]),
-        ("job workers", [(str(worker), "") for worker in d["job_workers"]]),
+        ("job workers", [(j["worker"], _job_worker_line(j)) for j in d["job_worker_details"]]),
     ]
+    requests = f"requests on {d['prefix']}.<command>; " if d["answers_requests"] else "no requests; "
     lines = [
         f"service {d['name']} {d['version']}",
-        f"  requests on {d['prefix']}.<command>; discovery on $SRV.PING|INFO|STATS.{d['name']}",
+        f"  {requests}discovery on $SRV.PING|INFO|STATS.{d['name']}",
     ]
     for title, rows in sections:
         if not rows:
@@ -171,5 +172,25 @@ def _describe_lines(d: dict[str, Any]) -> list[str]:
         lines.append(f"{title}:")
         lines.extend(f"  {first:<{width}}  {rest}".rstrip() for first, rest in rows)
     lines.append(f"streams: {', '.join(d['streams']) or 'none'}")
+    lines.extend(f"  {s['name']}  {_limits(s)}  ({s['used_by']})" for s in d["stream_details"])
     lines.append(f"buckets: {', '.join(d['buckets']) or 'none'}")
+    lines.extend(f"  {b['bucket']}  {_limits(b)}  ({b['used_by']})" for b in d["bucket_details"])
+    if d["object_stores"]:
+        lines.append(f"object stores: {', '.join(o['bucket'] for o in d['object_stores'])}")
+        lines.extend(f"  {o['bucket']}  {_limits(o)}  ({o['used_by']})" for o in d["object_stores"])
     return lines
+
+
+def _job_worker_line(j: dict[str, Any]) -> str:
+    consumer = j["consumer"]
+    timeout = f"{j['timeout_s']:g}s" if j["timeout_s"] is not None else "none"
+    return (
+        f"queue={j['queue']}  concurrency={j['concurrency']}  max_attempts={j['max_attempts']}  timeout={timeout}"
+        f"  lease={j['lease_s']:g}s  consumer={consumer['stream']}/{consumer['durable']}"
+    )
+
+
+def _limits(resource: dict[str, Any]) -> str:
+    """``storage=file replicas=1 ...``: the settings of a stream or bucket that are set."""
+    keys = ("retention", "max_age_s", "max_msgs", "history", "ttl_s", "storage", "replicas")
+    return "  ".join(f"{k}={resource[k]}" for k in keys if resource.get(k) is not None)
