@@ -63,6 +63,11 @@ _LOG_LEVELS = ("debug", "info", "warning", "error")
     help="Where the embedded server keeps its store (under DIR/nats).",
 )
 @click.option(
+    "--strict-name",
+    is_flag=True,
+    help="Refuse to start when another version or endpoint set already runs under the service's name.",
+)
+@click.option(
     "--no-embedded", is_flag=True, help="Never start the embedded server when nothing listens on localhost:4222."
 )
 def run_command(
@@ -75,6 +80,7 @@ def run_command(
     verify: bool,
     data_dir: Path,
     no_embedded: bool,
+    strict_name: bool,
 ) -> None:
     """Run the service MODULE[:ATTR] (or several, in one process) until SIGINT or SIGTERM.
 
@@ -105,6 +111,7 @@ def run_command(
             provision="verify" if verify else "create",
             embedded=not no_embedded,
             data_dir=data_dir,
+            strict_name=strict_name,
         )
     except KeyboardInterrupt:  # Ctrl-C before the signal capture was installed (e.g. while connecting)
         sys.exit(130)

@@ -17,6 +17,7 @@ from shipkit.errors import ConfigurationError
 from shipkit.logging import get_logger
 from shipkit.service.app import Service
 from shipkit.service.host import Counts
+from shipkit.service.name_guard import NameGuard
 from shipkit.service.runtime import Runtime
 
 __all__ = ["Fleet"]
@@ -32,6 +33,7 @@ class Fleet:
         connection: the one connection every runtime shares.
         graceful_timeout_s: grace for each runtime (default: each service's own).
         provision: ``"create"`` or ``"verify"``.
+        name_guard: the same-name check each runtime makes at start.
 
     Raises:
         ConfigurationError: no service, or two services with the same name.
@@ -44,6 +46,7 @@ class Fleet:
         *,
         graceful_timeout_s: float | None = None,
         provision: ProvisionMode = "create",
+        name_guard: NameGuard = "off",
     ) -> None:
         names = [service.name for service in services]
         if not names:
@@ -53,7 +56,9 @@ class Fleet:
             raise ConfigurationError(f"services {', '.join(duplicates)} are given more than once in one process")
         self.connection = connection
         self.runtimes = [
-            Runtime(service, connection, graceful_timeout_s=graceful_timeout_s, provision=provision)
+            Runtime(
+                service, connection, graceful_timeout_s=graceful_timeout_s, provision=provision, name_guard=name_guard
+            )
             for service in services
         ]
         self.should_exit = asyncio.Event()

@@ -126,6 +126,7 @@ async def serve(
     embedded: bool = True,
     data_dir: str | Path = ".",
     handle_signals: bool = True,
+    strict_name: bool = False,
 ) -> Counts:
     """Run ``service`` (or several, on one connection) until SIGINT/SIGTERM, then shut down in order.
 
@@ -139,6 +140,8 @@ async def serve(
         embedded: when no URL was given anywhere and nothing listens on localhost:4222, start an
             embedded nats-server there with its store under ``data_dir/nats``.
         handle_signals: install SIGINT/SIGTERM handlers (turn off when embedding).
+        strict_name: refuse to start when another version or endpoint set runs under a
+            service's name (otherwise that is a warning).
 
     Returns:
         The shutdown counts (handled, failed, cancelled), summed over the services.
@@ -148,10 +151,15 @@ async def serve(
     if config.name is None:
         config = config.model_copy(update={"name": "+".join(s.name for s in services)})
     target: Runtime | Fleet
+    options: dict[str, Any] = {
+        "graceful_timeout_s": graceful_timeout_s,
+        "provision": provision,
+        "name_guard": "strict" if strict_name else "warn",
+    }
     if len(services) == 1:
-        target = Runtime(services[0], config, graceful_timeout_s=graceful_timeout_s, provision=provision)
+        target = Runtime(services[0], config, **options)
     else:
-        target = Fleet(services, ConnectionManager(config), graceful_timeout_s=graceful_timeout_s, provision=provision)
+        target = Fleet(services, ConnectionManager(config), **options)
     try:
         with capture_signals(target) if handle_signals else nullcontext():
             await target.serve()

@@ -43,6 +43,7 @@ from shipkit.service.context import Context
 from shipkit.service.discovery import Discovery, ServiceIdentity, new_instance_id
 from shipkit.service.endpoint import Endpoint
 from shipkit.service.host import Counts
+from shipkit.service.name_guard import NameGuard, guard_name
 from shipkit.service.router import Router, mutation_hook
 
 __all__ = ["Counts", "Runtime", "RuntimeState"]
@@ -71,6 +72,8 @@ class Runtime:
             :class:`NatsConfig` or URL (an owned connection), or None (environment default).
         graceful_timeout_s: grace period for in-flight work; defaults to the service's.
         provision: ``"create"`` missing streams/buckets/consumers, or ``"verify"`` they exist.
+        name_guard: ask discovery at start for other services of the same name
+            (:mod:`~shipkit.service.name_guard`); ``serve`` and ``shipkit run`` use ``"warn"``.
     """
 
     def __init__(
@@ -80,8 +83,10 @@ class Runtime:
         *,
         graceful_timeout_s: float | None = None,
         provision: ProvisionMode = "create",
+        name_guard: NameGuard = "off",
     ) -> None:
         self.service = service
+        self.name_guard: NameGuard = name_guard
         self.service_name = service.name
         self.connection, self._owns_connection = resolve_connection(connection)
         if provision == "verify":
@@ -198,6 +203,8 @@ class Runtime:
         await self._start_messages()
         await self._start_consumers()
         identity = ServiceIdentity(service.name, service.version, service.description, service.metadata)
+        if self.name_guard != "off":  # before our own discovery answers, so we never see ourselves
+            await guard_name(self.client, identity, self.endpoints, strict=self.name_guard == "strict")
         self.discovery = Discovery(identity, self.endpoints, self.instance_id)
         await self.discovery.start(self.client)
         await self.connection.confirm_sent()  # the server knows every subscription before start() returns
