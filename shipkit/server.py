@@ -33,15 +33,15 @@ from types import TracebackType
 
 from shipkit.errors import ConfigurationError, NatsServerError
 
-__all__ = ["NatsServer", "find_nats_server"]
+__all__ = ["NatsServer", "die_with_parent", "find_nats_server"]
 
 _LISTEN_RE = re.compile(r"Listening for client connections on (\S+):(\d+)")
 _READY_RE = re.compile(r"Server is ready")
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
-def _die_with_parent(parent_pid: int) -> Callable[[], None]:
-    """A ``preexec_fn`` making the child get SIGKILL when its parent dies (Linux ``PR_SET_PDEATHSIG``).
+def die_with_parent(parent_pid: int, signum: int = signal.SIGKILL) -> Callable[[], None]:
+    """A ``preexec_fn`` making the child get ``signum`` when its parent dies (Linux ``PR_SET_PDEATHSIG``).
 
     Runs in the forked child before ``exec``; the signal survives ``exec``. If the parent died
     between ``fork`` and ``prctl`` the child is already orphaned, so it exits at once. libc is
@@ -50,7 +50,7 @@ def _die_with_parent(parent_pid: int) -> Callable[[], None]:
     prctl = ctypes.CDLL(None, use_errno=True).prctl
 
     def preexec() -> None:
-        if prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        if prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0) != 0:
             os._exit(120)  # cannot promise to die with the parent: refuse to start rather than orphan
         if os.getppid() != parent_pid:
             os._exit(121)
@@ -179,7 +179,7 @@ class NatsServer:
             stdin=subprocess.DEVNULL,
             text=True,
             start_new_session=True,  # Ctrl-C in a terminal goes to us; we stop the server in order
-            preexec_fn=_die_with_parent(os.getpid()) if self.die_with_parent else None,
+            preexec_fn=die_with_parent(os.getpid()) if self.die_with_parent else None,
         )
         self._reader = threading.Thread(
             target=self._read_log, args=(self._process,), name="nats-server-log", daemon=True

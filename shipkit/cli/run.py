@@ -13,6 +13,7 @@ and the CLI behave the same. Exit codes:
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -63,6 +64,14 @@ _LOG_LEVELS = ("debug", "info", "warning", "error")
     help="Where the embedded server keeps its store (under DIR/nats).",
 )
 @click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Run N processes of the service(s), supervised: a crashed one is restarted; signals fan out.",
+)
+@click.option("--reload", is_flag=True, help="Restart when a .py file under --app-dir (or .) changes (development).")
+@click.option(
     "--strict-name",
     is_flag=True,
     help="Refuse to start when another version or endpoint set already runs under the service's name.",
@@ -81,6 +90,8 @@ def run_command(
     data_dir: Path,
     no_embedded: bool,
     strict_name: bool,
+    workers: int,
+    reload: bool,
 ) -> None:
     """Run the service MODULE[:ATTR] (or several, in one process) until SIGINT or SIGTERM.
 
@@ -102,6 +113,10 @@ def run_command(
     level = log_level.lower()
     debug = level == "debug"
     configure_logging(level, cast("LogFormat", log_format))  # click.Choice allows only those values
+    if workers > 1 or reload:
+        if workers > 1 and reload:
+            raise click.UsageError("--workers and --reload are mutually exclusive (as in uvicorn)")
+        sys.exit(_supervise(nats_config, workers, reload, app_dir, data_dir, embedded=not no_embedded))
     services = [load_service_or_exit(target, app_dir, show_traceback=debug) for target in targets]
     try:
         run(
@@ -142,6 +157,29 @@ def inspect_command(target: str, app_dir: Path | None, as_json: bool) -> None:
         click.echo(json.dumps(description, indent=2))
     else:
         click.echo("\n".join(_describe_lines(description)))
+
+
+def _supervise(
+    nats_config: NatsConfig, workers: int, reload: bool, app_dir: Path | None, data_dir: Path, *, embedded: bool
+) -> int:
+    """Run the children of ``--workers``/``--reload`` on one (possibly embedded) server; the exit code."""
+
+    from shipkit.cli._supervisor import child_argv, supervise
+    from shipkit.cli._supervisor import reload as run_reloading
+    from shipkit.service.runner import resolve_config
+
+    config, server = resolve_config(None, nats_config, embedded, data_dir)
+    env = dict(os.environ)
+    if server is not None:  # the children share the supervisor's embedded server
+        env["SHIPKIT_NATS_URL"] = config.url
+    argv = child_argv(sys.argv[1:])
+    try:
+        if reload:
+            return run_reloading(argv, (app_dir or Path.cwd()).resolve(), env)
+        return supervise(argv, workers, env)
+    finally:
+        if server is not None:
+            server.stop()
 
 
 def _describe_lines(d: dict[str, Any]) -> list[str]:

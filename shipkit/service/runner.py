@@ -25,7 +25,7 @@ from shipkit.service.app import Service
 from shipkit.service.fleet import Fleet
 from shipkit.service.runtime import Counts, Runtime
 
-__all__ = ["Stoppable", "capture_signals", "run", "serve"]
+__all__ = ["Stoppable", "capture_signals", "resolve_config", "run", "serve"]
 
 log = get_logger("shipkit.service.runner")
 
@@ -78,7 +78,7 @@ def _listening(url: str, timeout_s: float = 0.5) -> bool:
         return False
 
 
-def _resolve_config(
+def resolve_config(
     nats_url: str | None, config: NatsConfig | None, embedded: bool, data_dir: str | Path
 ) -> tuple[NatsConfig, NatsServer | None]:
     """The config to connect with, and the embedded server started for it (or None).
@@ -147,7 +147,7 @@ async def serve(
         The shutdown counts (handled, failed, cancelled), summed over the services.
     """
     services = [service] if isinstance(service, Service) else list(service)
-    config, server = _resolve_config(nats_url, config, embedded, data_dir)
+    config, server = resolve_config(nats_url, config, embedded, data_dir)
     if config.name is None:
         config = config.model_copy(update={"name": "+".join(s.name for s in services)})
     target: Runtime | Fleet
