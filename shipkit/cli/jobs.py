@@ -84,7 +84,9 @@ def _short(value: Any, limit: int = 48) -> str:
 
 
 def _job_row(job: Job) -> list[str]:
-    note = job.error or job.last_error or (f"{job.progress:.0%} {job.progress_message or ''}" if job.progress else "")
+    # An earlier attempt's error is no news on a job that finally completed.
+    earlier = job.last_error if job.state is not JobState.COMPLETE else None
+    note = job.error or earlier or (f"{job.progress:.0%} {job.progress_message or ''}" if job.progress else "")
     return [
         job.id,
         job.state.value,
