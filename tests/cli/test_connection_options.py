@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import datetime
+import hashlib
 import ipaddress
+import json
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,6 +80,65 @@ def nkey_server(server_dir: Path, nkey_seed_file: Path) -> Iterator[NatsServer]:
     conf = server_dir / "nkey.conf"
     conf.write_text(f"authorization {{ users = [ {{ nkey: {public} }} ] }}\n")
     yield from _server(server_dir, "nkey", ["-c", str(conf)])
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _new_key(prefix: int) -> tuple[bytes, nkeys.KeyPair]:
+    seed = nkeys.encode_seed(os.urandom(32), prefix)
+    return seed, nkeys.from_seed(bytearray(seed))
+
+
+def _jwt(signer: nkeys.KeyPair, subject: nkeys.KeyPair, name: str, nats: dict[str, object]) -> str:
+    """A NATS JWT (``ed25519-nkey``) for ``subject`` signed by ``signer``, as `nsc` would write it."""
+    claims: dict[str, object] = {
+        "iat": int(time.time()),
+        "iss": signer.public_key.decode(),
+        "name": name,
+        "sub": subject.public_key.decode(),
+        "nats": {**nats, "version": 2},
+    }
+    claims["jti"] = base64.b32encode(hashlib.sha256(json.dumps(claims).encode()).digest()).decode().rstrip("=")
+    signing = f"{_b64(json.dumps({'typ': 'JWT', 'alg': 'ed25519-nkey'}).encode())}.{_b64(json.dumps(claims).encode())}"
+    return f"{signing}.{_b64(signer.sign(signing.encode()))}"
+
+
+@pytest.fixture(scope="module")
+def creds_file(server_dir: Path) -> Path:
+    """Operator, account and user keys made for this test; the server config and the user's .creds file."""
+    _, operator = _new_key(nkeys.PREFIX_BYTE_OPERATOR)
+    _, account = _new_key(nkeys.PREFIX_BYTE_ACCOUNT)
+    _, system = _new_key(nkeys.PREFIX_BYTE_ACCOUNT)
+    user_seed, user = _new_key(nkeys.PREFIX_BYTE_USER)
+    unlimited = {k: -1 for k in ("subs", "data", "payload", "imports", "exports", "conn", "leaf")}
+    jetstream = {k: -1 for k in ("mem_storage", "disk_storage", "streams", "consumer")}
+    accounts = {
+        account.public_key.decode(): _jwt(
+            operator, account, "app", {"type": "account", "limits": {**unlimited, **jetstream}}
+        ),
+        system.public_key.decode(): _jwt(operator, system, "SYS", {"type": "account", "limits": unlimited}),
+    }
+    (server_dir / "operator.jwt").write_text(_jwt(operator, operator, "test-operator", {"type": "operator"}))
+    preload = ", ".join(f'{key}: "{token}"' for key, token in accounts.items())
+    (server_dir / "operator.conf").write_text(
+        f'operator: "{server_dir / "operator.jwt"}"\nresolver: MEMORY\n'
+        f"system_account: {system.public_key.decode()}\nresolver_preload: {{ {preload} }}\n"
+    )
+    user_jwt = _jwt(account, user, "ada", {"type": "user", "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1})
+    path = server_dir / "ada.creds"
+    path.write_text(
+        f"-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n"
+        f"-----BEGIN USER NKEY SEED-----\n{user_seed.decode()}\n------END USER NKEY SEED------\n"
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def operator_server(server_dir: Path, creds_file: Path) -> Iterator[NatsServer]:
+    """A server in operator (JWT) mode trusting the test operator."""
+    yield from _server(server_dir, "operator", ["-c", str(server_dir / "operator.conf")])
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -170,6 +233,17 @@ def test_nkey(nkey_server: NatsServer, nkey_seed_file: Path) -> None:
     code, output = _cli("jobs", "counts", "--nats-url", nkey_server.url, "--nkey", str(nkey_seed_file))
     assert code == 0, output
     assert nkey_seed_file.read_text() not in output
+
+
+def test_creds_file(operator_server: NatsServer, creds_file: Path) -> None:
+    """--creds (and SHIPKIT_CREDS) reach an operator-mode server; without them the connection is refused."""
+    assert _cli("jobs", "counts", "--nats-url", operator_server.url, "--creds", str(creds_file))[0] == 0
+    code, output = _cli(
+        "jobs", "counts", env={"SHIPKIT_NATS_URL": operator_server.url, "SHIPKIT_CREDS": str(creds_file)}
+    )
+    assert code == 0, output
+    assert "SUA" not in output  # the seed never shows
+    assert _cli("jobs", "counts", "--nats-url", operator_server.url)[0] != 0
 
 
 def test_mutual_tls(tls_server: NatsServer, tls_files: dict[str, Path]) -> None:
