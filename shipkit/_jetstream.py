@@ -14,7 +14,6 @@ import asyncio
 import json
 from typing import Any, Protocol
 
-import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import api
@@ -28,8 +27,9 @@ from shipkit.errors import (
     StreamNotFoundError,
     translate_nats_errors,
 )
+from shipkit.logging import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class Requester(Protocol):

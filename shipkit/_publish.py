@@ -22,7 +22,6 @@ from typing import Any
 
 import nats.js.errors as js_errors
 import pydantic_core
-import structlog
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
@@ -36,10 +35,11 @@ from shipkit.errors import (
     as_shipkit_error,
     translate_nats_errors,
 )
+from shipkit.logging import get_logger
 
 __all__ = ["PipelinedPublisher", "check_ack"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 _SWEEP_S = 0.25
 

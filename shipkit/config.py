@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -42,6 +43,19 @@ def _redact_url(url: str) -> str:
     scheme, sep, rest = url.rpartition("://")
     host = rest.rpartition("@")[2]
     return f"{scheme}{sep}***@{host}" if "@" in rest else url
+
+
+def _pop_url_credentials(url: str) -> tuple[str, str | None, str | None]:
+    """``nats://us%40r:p%3Ass@host`` -> ``("nats://host", "us@r", "p:ss")``: userinfo out, percent-decoded.
+
+    A userinfo without ``:`` is a token (``nats://TOKEN@host``) and comes back as the user part.
+    """
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None, None
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    return urlunsplit(parts._replace(netloc=hostport)), unquote(user), unquote(password) if colon else None
 
 
 def _split_urls(text: str) -> list[str]:
@@ -111,6 +125,43 @@ class NatsConfig(_Frozen):
             url = data.pop("url")
             if url is not None:
                 data["servers"] = url
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _move_url_credentials(cls, data: Any) -> Any:
+        # Credentials in a URL move to user/password/token (percent-decoded, as RFC 3986 says),
+        # so nats-py gets the real secret and no dump, repr or error carries it in a URL.
+        if not isinstance(data, dict):
+            return data
+        key = "url" if data.get("url") is not None else "servers"
+        raw = data.get(key)
+        if raw is None:
+            return data
+        urls = _split_urls(raw) if isinstance(raw, str) else list(raw)
+        found: set[tuple[str | None, str | None]] = set()
+        clean: list[Any] = []
+        for url in urls:
+            if not isinstance(url, str):
+                clean.append(url)
+                continue
+            stripped, user, password = _pop_url_credentials(url)
+            clean.append(stripped)
+            if user is not None:
+                found.add((user, password))
+        if not found:
+            return data
+        if len(found) > 1:
+            raise ValueError("server URLs carry different credentials; give one set with user/password or token")
+        user, password = found.pop()
+        data = {**data, key: clean}
+        wanted = {"user": user, "password": password} if password is not None else {"token": user}
+        for field, value in wanted.items():
+            given = data.get(field)
+            given = given.get_secret_value() if isinstance(given, SecretStr) else given
+            if given is not None and given != value:
+                raise ValueError(f"{field} is given both in a server URL and as an option, with different values")
+            data[field] = value
         return data
 
     @field_validator("servers", mode="before")

@@ -13,7 +13,6 @@ import ssl
 from typing import Any, Literal, Self
 
 import nats
-import structlog
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
@@ -30,12 +29,13 @@ from shipkit.errors import (
     StreamNotFoundError,
     translate_nats_errors,
 )
+from shipkit.logging import get_logger
 
 __all__ = ["ConnectionManager", "ConnectionOwner", "ProvisionMode", "resolve_connection"]
 
 ProvisionMode = Literal["create", "verify"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 def _tls_context(config: NatsConfig) -> ssl.SSLContext | None:

@@ -16,24 +16,46 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ctypes
 import os
 import re
 import shutil
 import signal
 import subprocess
+import sys
 import sysconfig
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
 from shipkit.errors import ConfigurationError, NatsServerError
 
-__all__ = ["NatsServer", "find_nats_server"]
+__all__ = ["NatsServer", "die_with_parent", "find_nats_server"]
 
 _LISTEN_RE = re.compile(r"Listening for client connections on (\S+):(\d+)")
 _READY_RE = re.compile(r"Server is ready")
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent(parent_pid: int, signum: int = signal.SIGKILL) -> Callable[[], None]:
+    """A ``preexec_fn`` making the child get ``signum`` when its parent dies (Linux ``PR_SET_PDEATHSIG``).
+
+    Runs in the forked child before ``exec``; the signal survives ``exec``. If the parent died
+    between ``fork`` and ``prctl`` the child is already orphaned, so it exits at once. libc is
+    loaded here, in the parent: ``dlopen`` after ``fork`` in a threaded process can deadlock.
+    """
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def preexec() -> None:
+        if prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0) != 0:
+            os._exit(120)  # cannot promise to die with the parent: refuse to start rather than orphan
+        if os.getppid() != parent_pid:
+            os._exit(121)
+
+    return preexec
 
 
 def find_nats_server(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -86,6 +108,10 @@ class NatsServer:
         extra_args: more command-line arguments (e.g. ``["--max_payload", "65536"]``).
         ready_timeout_s: how long :meth:`start` waits for "Server is ready".
         stop_timeout_s: how long :meth:`stop` waits after SIGTERM before SIGKILL.
+        die_with_parent: on Linux, the server is SIGKILLed by the kernel when this process dies
+            (even by SIGKILL), so it never outlives its owner as an orphan. The signal follows
+            the *thread* that called :meth:`start`: start it from a thread that outlives it (the
+            main thread, or an executor thread kept until the server stops).
     """
 
     def __init__(
@@ -98,6 +124,7 @@ class NatsServer:
         extra_args: list[str] | None = None,
         ready_timeout_s: float = 20.0,
         stop_timeout_s: float = 10.0,
+        die_with_parent: bool = True,
     ) -> None:
         if port is not None and not (0 < port < 65536):
             raise ConfigurationError(f"port must be between 1 and 65535, got {port}")
@@ -107,6 +134,7 @@ class NatsServer:
         self.extra_args = list(extra_args or [])
         self.ready_timeout_s = ready_timeout_s
         self.stop_timeout_s = stop_timeout_s
+        self.die_with_parent = die_with_parent and sys.platform == "linux"
         self._own_store = store_dir is None
         self.store_dir = Path(store_dir) if store_dir is not None else Path(tempfile.mkdtemp(prefix="shipkit-nats-"))
         self._process: subprocess.Popen[str] | None = None
@@ -125,6 +153,11 @@ class NatsServer:
     def is_running(self) -> bool:
         """True while the child process is alive."""
         return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """The server process id while it runs."""
+        return self._process.pid if self.is_running and self._process is not None else None
 
     @property
     def log_tail(self) -> str:
@@ -146,6 +179,7 @@ class NatsServer:
             stdin=subprocess.DEVNULL,
             text=True,
             start_new_session=True,  # Ctrl-C in a terminal goes to us; we stop the server in order
+            preexec_fn=die_with_parent(os.getpid()) if self.die_with_parent else None,
         )
         self._reader = threading.Thread(
             target=self._read_log, args=(self._process,), name="nats-server-log", daemon=True

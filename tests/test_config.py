@@ -131,14 +131,37 @@ def test_password_and_token_never_in_repr_str_or_dump() -> None:
     assert "user='u'" in repr(config)
 
 
-def test_url_credentials_never_in_repr() -> None:
-    """Credentials embedded in a server URL are redacted in repr but kept for connecting."""
-    config = NatsConfig(url=f"nats://alice:{SECRET}@h:1,nats://{SECRET}@h2:2,nats://h3:3")
-    assert SECRET not in repr(config)
-    assert SECRET not in str(config)
-    assert "nats://***@h:1" in repr(config)
-    assert "nats://h3:3" in repr(config)
-    assert config.url == f"nats://alice:{SECRET}@h:1"
+def test_url_credentials_move_out_of_the_url() -> None:
+    """Credentials embedded in server URLs become user/password, so no repr or dump carries them."""
+    config = NatsConfig(url=f"nats://alice:{SECRET}@h:1,nats://alice:{SECRET}@h2:2,nats://h3:3")
+    for text in (repr(config), str(config), config.model_dump_json(), repr(config.model_dump())):
+        assert SECRET not in text
+    assert config.servers == ["nats://h:1", "nats://h2:2", "nats://h3:3"]
+    assert config.user == "alice"
+    assert config.password is not None and config.password.get_secret_value() == SECRET
+
+
+def test_percent_encoded_url_credentials_are_decoded() -> None:
+    """``s3cr%3Aet%40x`` in a URL is the password ``s3cr:et@x``; a lone userinfo is a token."""
+    config = NatsConfig.from_url("nats://us%40r:s3cr%3Aet%40x@h:4222")
+    assert (config.user, config.password and config.password.get_secret_value()) == ("us@r", "s3cr:et@x")
+    token = NatsConfig.from_url("nats://t%2Fok@h:4222").token
+    assert token is not None and token.get_secret_value() == "t/ok"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"servers": f"nats://a:{SECRET}@h:1,nats://b:{SECRET}@h:2"},
+        {"servers": f"nats://a:{SECRET}@h:1", "password": "other"},
+    ],
+)
+def test_conflicting_url_credentials_are_refused_without_quoting_them(kwargs: dict[str, str]) -> None:
+    """Two different credential sets (URLs, or URL and option) are an error that names no secret."""
+    with pytest.raises(ValidationError) as info:
+        NatsConfig(**kwargs)  # type: ignore[arg-type]
+    assert SECRET not in str(info.value)
+    assert "credentials" in str(info.value) or "different values" in str(info.value)
 
 
 def test_validation_errors_do_not_quote_secrets() -> None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
+import select
 import socket
+import subprocess
+import sys
 import sysconfig
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -239,3 +243,50 @@ def test_binary_option_is_used(real_binary: Path, tmp_path: Path) -> None:
     with NatsServer(binary=link, store_dir=tmp_path / "store") as server:
         assert server.binary == link
         assert server.is_running
+
+
+# -- the server never outlives its parent ---------------------------------------------------------------
+
+ORPHAN_SCRIPT = """
+import sys
+from shipkit.server import NatsServer
+server = NatsServer()
+server.start()
+print(server.pid, flush=True)
+sys.stdin.read()
+"""
+
+
+def _wait_gone(pid: int, timeout_s: float) -> bool:
+    """True once process ``pid`` has exited (a pidfd becomes readable), within ``timeout_s``."""
+
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        readable, _, _ = select.select([fd], [], [], timeout_s)
+        return bool(readable)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the parent-death signal is Linux's")
+def test_server_dies_with_a_sigkilled_parent() -> None:
+    """A process that started an embedded server and is SIGKILLed takes the server with it."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", ORPHAN_SCRIPT],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        assert parent.stdout is not None
+        server_pid = int(parent.stdout.readline())
+        parent.kill()
+        parent.wait(10)
+        assert _wait_gone(server_pid, 10), f"nats-server {server_pid} outlived its SIGKILLed parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()

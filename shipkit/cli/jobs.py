@@ -24,7 +24,8 @@ from typing import Any, TypeVar
 import click
 import structlog
 
-from shipkit.config import NatsConfig, default_nats_url
+from shipkit.cli._connection_options import connection_options
+from shipkit.config import NatsConfig
 from shipkit.errors import ShipkitError
 from shipkit.jobs.models import Job, JobState
 from shipkit.jobs.queue import JobQueue
@@ -36,11 +37,9 @@ T = TypeVar("T")
 
 
 def _common(func: F) -> F:
-    """The options every command takes: where the queue is and how to print."""
+    """The options every command takes: how to connect, where the queue is and how to print."""
     options = [
-        click.option(
-            "--nats-url", default=None, help="NATS server URL [default: $SHIPKIT_NATS_URL, $NATS_URL, localhost]"
-        ),
+        connection_options,
         click.option("--queue", "queue_name", default="jobs", show_default=True, help="Job queue name."),
         click.option("--prefix", default="JOB", show_default=True, help="Job id prefix (for submit)."),
         click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table."),
@@ -50,11 +49,12 @@ def _common(func: F) -> F:
     return func
 
 
-def _run(nats_url: str | None, queue_name: str, prefix: str, action: Callable[[JobQueue[Any]], Awaitable[T]]) -> T:
+def _run(nats_config: NatsConfig, queue_name: str, prefix: str, action: Callable[[JobQueue[Any]], Awaitable[T]]) -> T:
     """Open the queue, run ``action``, close it; shipkit errors become a clean CLI error."""
 
     async def main() -> T:
-        config = NatsConfig.from_url(nats_url or default_nats_url(), name="shipkit-jobs-cli", max_reconnect_attempts=0)
+        name = nats_config.name or "shipkit-jobs-cli"
+        config = nats_config.model_copy(update={"name": name, "max_reconnect_attempts": 0})
         queue: JobQueue[Any] = JobQueue(config, name=queue_name, prefix=prefix)
         async with queue:
             return await action(queue)
@@ -84,7 +84,9 @@ def _short(value: Any, limit: int = 48) -> str:
 
 
 def _job_row(job: Job) -> list[str]:
-    note = job.error or job.last_error or (f"{job.progress:.0%} {job.progress_message or ''}" if job.progress else "")
+    # An earlier attempt's error is no news on a job that finally completed.
+    earlier = job.last_error if job.state is not JobState.COMPLETE else None
+    note = job.error or earlier or (f"{job.progress:.0%} {job.progress_message or ''}" if job.progress else "")
     return [
         job.id,
         job.state.value,
@@ -119,13 +121,13 @@ def list_jobs(
     status: str | None,
     worker: str | None,
     limit: int | None,
-    nats_url: str | None,
+    nats_config: NatsConfig,
     queue_name: str,
     prefix: str,
     as_json: bool,
 ) -> None:
     """List jobs, oldest first."""
-    found = _run(nats_url, queue_name, prefix, lambda q: q.list(status, worker=worker))
+    found = _run(nats_config, queue_name, prefix, lambda q: q.list(status, worker=worker))
     if limit is not None:
         found = found[-limit:] if limit > 0 else []
     if as_json:
@@ -138,9 +140,9 @@ def list_jobs(
 @jobs.command("show")
 @click.argument("job_id")
 @_common
-def show(job_id: str, nats_url: str | None, queue_name: str, prefix: str, as_json: bool) -> None:
+def show(job_id: str, nats_config: NatsConfig, queue_name: str, prefix: str, as_json: bool) -> None:
     """Show one job in full."""
-    job = _run(nats_url, queue_name, prefix, lambda q: q.get(job_id))
+    job = _run(nats_config, queue_name, prefix, lambda q: q.get(job_id))
     if job is None:
         raise click.ClickException(f"no job {job_id!r} in queue {queue_name!r}")
     record = job.model_dump(mode="json")
@@ -170,7 +172,7 @@ def submit(
     delay_s: float | None,
     idempotency_key: str | None,
     max_attempts: int | None,
-    nats_url: str | None,
+    nats_config: NatsConfig,
     queue_name: str,
     prefix: str,
     as_json: bool,
@@ -181,7 +183,7 @@ def submit(
     except ValueError as exc:
         raise click.BadParameter(f"not JSON: {exc}", param_hint="PAYLOAD") from exc
     job_id = _run(
-        nats_url,
+        nats_config,
         queue_name,
         prefix,
         lambda q: q.submit(
@@ -203,8 +205,8 @@ def _action_command(name: str, verb: str, doc: str) -> None:
     @jobs.command(name, help=doc)
     @click.argument("job_id")
     @_common
-    def command(job_id: str, nats_url: str | None, queue_name: str, prefix: str, as_json: bool) -> None:
-        job = _run(nats_url, queue_name, prefix, lambda q: getattr(q, verb)(job_id))
+    def command(job_id: str, nats_config: NatsConfig, queue_name: str, prefix: str, as_json: bool) -> None:
+        job = _run(nats_config, queue_name, prefix, lambda q: getattr(q, verb)(job_id))
         if as_json:
             _echo_json(job.model_dump(mode="json"))
         elif job.state is JobState.RUNNING and job.cancel_requested:
@@ -219,9 +221,9 @@ _action_command("retry", "retry", "Requeue a failed, dead or cancelled job.")
 
 @jobs.command("counts")
 @_common
-def counts(nats_url: str | None, queue_name: str, prefix: str, as_json: bool) -> None:
+def counts(nats_config: NatsConfig, queue_name: str, prefix: str, as_json: bool) -> None:
     """Jobs per state."""
-    result = _run(nats_url, queue_name, prefix, lambda q: q.counts())
+    result = _run(nats_config, queue_name, prefix, lambda q: q.counts())
     if as_json:
         _echo_json({**result.as_dict(), "total": result.total})
         return
@@ -232,9 +234,9 @@ def counts(nats_url: str | None, queue_name: str, prefix: str, as_json: bool) ->
 
 @jobs.command("schedules")
 @_common
-def schedules(nats_url: str | None, queue_name: str, prefix: str, as_json: bool) -> None:
+def schedules(nats_config: NatsConfig, queue_name: str, prefix: str, as_json: bool) -> None:
     """Recurring schedules and their next firing."""
-    found = _run(nats_url, queue_name, prefix, lambda q: q.schedules())
+    found = _run(nats_config, queue_name, prefix, lambda q: q.schedules())
     if as_json:
         _echo_json([s.model_dump(mode="json") for s in found])
         return

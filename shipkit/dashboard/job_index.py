@@ -13,12 +13,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
-
 from shipkit.jobs._ids import id_number
 from shipkit.jobs.models import JobState
+from shipkit.logging import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 PREVIEW_CHARS = 160
 MAX_PAGE = 200

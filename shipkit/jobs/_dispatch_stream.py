@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pydantic_core
-import structlog
 from nats.aio.msg import Msg
 from nats.js import api
 
@@ -27,8 +26,9 @@ from shipkit.connection import ConnectionManager
 from shipkit.errors import SerializationError, translate_nats_errors
 from shipkit.jobs._layout import QueueLayout
 from shipkit.jobs.models import Job
+from shipkit.logging import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 SCHEDULE = "Nats-Schedule"
 SCHEDULE_TARGET = "Nats-Schedule-Target"

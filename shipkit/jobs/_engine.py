@@ -28,8 +28,6 @@ import socket
 import uuid
 from collections.abc import Callable
 
-import structlog
-
 import shipkit.jobs._transitions as step
 from shipkit import _tracing
 from shipkit._publish import PipelinedPublisher
@@ -46,8 +44,9 @@ from shipkit.jobs._results import ResultStore
 from shipkit.jobs._retry import TRANSIENT_ERRORS
 from shipkit.jobs._store import ADJUST, NEW, Counters, JobStore
 from shipkit.jobs.models import Backoff, Job, JobCounts, JobState, now_ms
+from shipkit.logging import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 _BULK_CHUNK = 256
 _GIVE_BACK_ERRORS: tuple[type[ShipkitError], ...] = (JobStateError, *TRANSIENT_ERRORS)

@@ -12,7 +12,6 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import structlog
 from nats.aio.msg import Msg
 from pydantic import ValidationError
 
@@ -33,8 +32,9 @@ from shipkit.jobs._results import ResultStore
 from shipkit.jobs._store import NEW, JobStore
 from shipkit.jobs.models import Backoff, Job, JobState, now_ms
 from shipkit.jobs.schedule import Schedule
+from shipkit.logging import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 _ANNOUNCED_MAX = 10_000
 

@@ -15,7 +15,6 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import structlog
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
@@ -24,8 +23,9 @@ from shipkit.errors import ShipkitError, translate_nats_errors
 from shipkit.jobs._store import JobStore
 from shipkit.jobs._transitions import owned_by
 from shipkit.jobs.models import Job, JobState
+from shipkit.logging import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 CancelReason = str  # "cancelled" (asked by someone), "lost" (taken over), "shutdown", "timeout"
 

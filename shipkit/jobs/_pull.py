@@ -14,15 +14,15 @@ import contextlib
 import json
 from collections.abc import Callable
 
-import structlog
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from shipkit import _jetstream as _js
 from shipkit.connection import ConnectionManager
 from shipkit.errors import ShipkitError, translate_nats_errors
+from shipkit.logging import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class _Request:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-import structlog
-
 from shipkit.errors import NatsConnectionError, NatsTimeoutError, ShipkitError, StreamNotFoundError
+from shipkit.logging import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 # "No stream answered" is among them because a server shutting down stops JetStream before it
 # drops its connections.

@@ -15,7 +15,6 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import NamedTuple
 
-import structlog
 from nats.js import api
 
 from shipkit import _jetstream as _js
@@ -25,8 +24,9 @@ from shipkit.connection import ConnectionManager
 from shipkit.errors import RevisionConflictError, SerializationError, translate_nats_errors
 from shipkit.jobs._layout import QueueLayout
 from shipkit.jobs.models import Job, JobCounts, JobState
+from shipkit.logging import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 COALESCE_S = 0.02  # how long counter increments are gathered before they are posted
 NEW = "new"  # the pseudo-state a submit comes from

@@ -133,7 +133,12 @@ def cancelled(job: Job, *, now: int) -> Job:
 def given_back(job: Job, *, now: int) -> Job:
     """A worker shutting down returns the job; the interrupted attempt is not counted."""
     return job.evolve(
-        state=JobState.QUEUED, attempt=max(job.attempt - 1, 0), claimed_by=None, progress=None, updated_at=now
+        state=JobState.QUEUED,
+        attempt=max(job.attempt - 1, 0),
+        claimed_by=None,
+        progress=None,
+        progress_message=None,  # the next attempt starts over; a stale message would mislead
+        updated_at=now,
     )
 
 

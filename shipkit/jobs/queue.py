@@ -26,7 +26,6 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-import structlog
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
@@ -40,10 +39,11 @@ from shipkit.jobs._layout import QueueLayout
 from shipkit.jobs._lease import Lease
 from shipkit.jobs.models import Backoff, Job, JobCounts, JobState, now_ms
 from shipkit.jobs.schedule import CronExpression, Schedule
+from shipkit.logging import get_logger
 
 __all__ = ["JobQueue"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 P = TypeVar("P")
 

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any, Self
 
-import structlog
 from nats.aio.msg import Msg
 from pydantic import ValidationError
 
@@ -38,10 +37,11 @@ from shipkit.jobs.context import JobContext
 from shipkit.jobs.models import now_ms
 from shipkit.jobs.queue import JobQueue
 from shipkit.jobs.worker_spec import JobWorkerSpec
+from shipkit.logging import get_logger
 
 __all__ = ["JobWorker", "JobWorkerStats"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 _CANCEL_WAIT_S = 5.0  # how long a cancelled handler may take to unwind before we settle anyway
 
@@ -74,6 +74,7 @@ class _Outcome:
     value: Any = None
     now: int = field(default_factory=now_ms)
     delay_s: float | None = None
+    error: BaseException | None = None  # the handler's exception, for the traceback in the log
 
 
 class JobWorker:
@@ -96,6 +97,7 @@ class JobWorker:
         self._counts = dict.fromkeys(JobWorkerStats.__slots__, 0)
         self._stopping = False
         self._tracer: Any = None
+        self._interrupt = asyncio.Event()
         self._max_attempts = spec.max_attempts or queue.max_attempts
         self._backoff = spec.backoff or queue.backoff
 
@@ -137,8 +139,8 @@ class JobWorker:
             return self.stats
         self._stopping = True
         await puller.stop()
-        if self._tasks and graceful_timeout_s > 0:
-            await asyncio.wait(set(self._tasks), timeout=graceful_timeout_s)
+        if self._tasks and graceful_timeout_s > 0 and not self._interrupt.is_set():
+            await self._wait_or_interrupt(graceful_timeout_s)
         if self._leases:
             log.warning("job.worker_interrupting", worker=self.spec.worker, jobs=sorted(self._leases))
             for lease in list(self._leases.values()):
@@ -149,6 +151,7 @@ class JobWorker:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
+        self._interrupt.clear()
         if self.queue.connection.is_connected:
             try:
                 await self.queue.flush()  # counters and events of the last jobs, before the caller disconnects
@@ -159,6 +162,29 @@ class JobWorker:
             "job.worker_stopped", worker=self.spec.worker, **{k: getattr(stats, k) for k in JobWorkerStats.__slots__}
         )
         return stats
+
+    async def _wait_or_interrupt(self, timeout_s: float) -> None:
+        """Wait until no job runs here, ``timeout_s`` passes, or :meth:`interrupt` is called."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        interrupted = asyncio.ensure_future(self._interrupt.wait())
+        try:
+            while self._tasks and not interrupted.done() and (remaining := deadline - loop.time()) > 0:
+                await asyncio.wait({*self._tasks, interrupted}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            interrupted.cancel()
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs claimed or running here now (what a shutdown waits for)."""
+        return len(self._tasks)
+
+    def interrupt(self) -> None:
+        """Cut a :meth:`stop` in progress short: give running jobs back now (a forced shutdown).
+
+        Called before :meth:`stop`, the next stop skips its grace period.
+        """
+        self._interrupt.set()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -285,11 +311,12 @@ class JobWorker:
 
     async def _apply(self, lease: Lease, outcome: _Outcome) -> None:
         holder, kind, now = self._engine.holder, outcome.kind, outcome.now
+        fields = self._fields(lease)  # before the write: a give-back rewinds the record's attempt
         if kind == "complete":
             try:
                 await holder.complete(lease, outcome.value, now=now)
                 self._counts["handled"] += 1
-                log.info("job.complete", job_id=lease.job.id, worker=self.spec.worker, attempt=lease.attempt)
+                log.info("job.complete", **fields)
                 return
             except SerializationError as exc:
                 outcome = _Outcome("fail", f"result is not JSON-serialisable: {exc}", now, outcome.delay_s)
@@ -298,23 +325,33 @@ class JobWorker:
             delay_s = outcome.delay_s if outcome.delay_s is not None else self._backoff.delay_s(lease.job.attempt)
             job = await holder.fail(lease, str(outcome.value), self._backoff, now=now, delay_s=delay_s)
             self._counts["failed"] += 1
-            log.warning(
-                "job.attempt_failed", job_id=job.id, attempt=job.attempt, state=job.state.value, error=outcome.value
+            # One level scheme: an attempt that will be retried is a warning; a final one an error.
+            final = job.is_finished
+            (log.error if final else log.warning)(
+                "job.dead" if final else "job.attempt_failed",
+                **fields,
+                state=job.state.value,
+                error=outcome.value,
+                exc_info=outcome.error,
             )
         elif kind == "dead":
             await holder.dead(lease, str(outcome.value), now=now)
             self._counts["failed"] += 1
-            log.error("job.dead", job_id=lease.job.id, error=outcome.value)
+            log.error("job.dead", **fields, state="dead", error=outcome.value)
         elif kind == "cancelled":
             await holder.cancelled(lease, now=now)
             self._counts["cancelled"] += 1
-            log.info("job.cancelled", job_id=lease.job.id)
+            log.info("job.cancelled", **fields)
         elif kind == "shutdown":
             await holder.give_back(lease, now=now)
             self._counts["given_back"] += 1
-            log.info("job.given_back", job_id=lease.job.id)
+            log.info("job.given_back", **fields)
         elif kind == "lost":
             raise LeaseLostError(f"job {lease.job.id} was taken over")
+
+    def _fields(self, lease: Lease) -> dict[str, Any]:
+        """The structured fields every per-job log line carries."""
+        return {"job_id": lease.job.id, "worker": self.spec.worker, "attempt": lease.attempt, "queue": self.queue.name}
 
 
 async def _finished(task: asyncio.Task[Any]) -> None:
@@ -339,7 +376,7 @@ def _outcome_of(task: asyncio.Task[Any], lease: Lease) -> _Outcome:
         return _Outcome("fail", "the handler's task was cancelled")
     exc = task.exception()
     if exc is not None:
-        return _Outcome("fail", f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        return _Outcome("fail", f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, error=exc)
     return _Outcome("complete", task.result())
 
 

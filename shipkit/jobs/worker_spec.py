@@ -30,6 +30,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from shipkit._names import validate_token
+from shipkit._type_errors import unsupported_payload_type
 from shipkit.errors import ConfigurationError
 from shipkit.jobs.context import JobContext
 from shipkit.jobs.models import Backoff
@@ -101,7 +102,7 @@ class JobWorkerSpec:
         try:
             adapter: TypeAdapter[Any] = TypeAdapter(self.payload_type)
         except Exception as exc:  # pydantic raises several types for unsupported annotations
-            raise bad(f"cannot validate payloads of type {self.payload_type!r}: {exc}") from exc
+            raise ConfigurationError(unsupported_payload_type(f"job worker {name}", self.payload_type, exc)) from None
         object.__setattr__(self, "adapter", adapter)
 
     @classmethod

@@ -19,7 +19,6 @@ from typing import Any, Final, Literal, NamedTuple, Self
 
 import nats.errors
 import nats.js.errors
-import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
@@ -27,6 +26,7 @@ from nats.js import JetStreamContext, api
 from shipkit import _json
 from shipkit.connection import ConnectionManager
 from shipkit.errors import NotConnectedError, SerializationError, translate_nats_errors
+from shipkit.logging import get_logger
 from shipkit.primitives._bucket import bucket_errors
 
 __all__ = [
@@ -41,7 +41,7 @@ __all__ = [
     "scan",
 ]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 KvOperation = Literal["put", "delete", "purge"]
 """What a KV entry records: a value (``put``), a delete marker, or a purge marker."""

@@ -14,19 +14,19 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
-import structlog
 from pydantic import ValidationError
 
 from shipkit._names import validate_kv_key
 from shipkit.config import KvBucketConfig, NatsConfig
 from shipkit.connection import ConnectionManager
 from shipkit.errors import ConfigurationError, KeyNotFoundError, SerializationError
+from shipkit.logging import get_logger
 from shipkit.models import BeingState, BeingStatus, utc_now_iso
 from shipkit.primitives.kv import KvPrimitive
 
 __all__ = ["BEINGS_STATUS_BUCKET", "BeingRegistry"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 BEINGS_STATUS_BUCKET: Final = KvBucketConfig(bucket="beings_status", history=5, ttl_s=300.0)
 """The contract's ``beings_status`` bucket: history 5, TTL 300 s."""

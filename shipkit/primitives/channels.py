@@ -25,7 +25,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Self, overload
 
-import structlog
 from nats.js import api
 from nats.nuid import NUID
 from pydantic import ValidationError
@@ -36,12 +35,13 @@ from shipkit._names import sanitize_consumer_name, validate_consumer_name, valid
 from shipkit.config import NatsConfig, StreamConfig
 from shipkit.connection import ConnectionManager, ConnectionOwner
 from shipkit.errors import ConfigurationError, InvalidNameError, SerializationError, translate_nats_errors
+from shipkit.logging import get_logger
 from shipkit.models import ChannelMessage
 from shipkit.primitives.consumer import DurableConsumer, check_async
 
 __all__ = ["CHANNEL_SUBJECT_PREFIX", "ChannelHandler", "ChannelService"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 CHANNEL_SUBJECT_PREFIX = "ship.channel"
 """Channel messages go to ``ship.channel.{channel}``."""

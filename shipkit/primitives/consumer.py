@@ -45,7 +45,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, Self
 
-import structlog
 from nats.js import api
 
 from shipkit import _tracing
@@ -61,6 +60,7 @@ from shipkit.errors import (
     SerializationError,
     translate_nats_errors,
 )
+from shipkit.logging import get_logger
 from shipkit.models import ShipEvent
 
 __all__ = [
@@ -72,7 +72,7 @@ __all__ = [
     "ship_event_handler",
 ]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 DeliverPolicyName = Literal["all", "new"]
 """Where a *new* durable starts: every retained message, or only those published from now on."""

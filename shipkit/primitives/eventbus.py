@@ -32,7 +32,6 @@ import asyncio
 from collections.abc import Iterable, Sequence
 from typing import Any, Self
 
-import structlog
 from pydantic import ValidationError
 
 from shipkit import _tracing
@@ -45,6 +44,7 @@ from shipkit.errors import (
     SerializationError,
     translate_nats_errors,
 )
+from shipkit.logging import get_logger
 from shipkit.models import ShipEvent
 from shipkit.primitives.consumer import (
     DeliverPolicyName,
@@ -68,7 +68,7 @@ __all__ = [
     "ship_event_handler",
 ]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 _MSG_ID_HEADER = "Nats-Msg-Id"
 

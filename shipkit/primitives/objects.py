@@ -32,7 +32,6 @@ from contextlib import AbstractContextManager, aclosing
 from pathlib import Path
 from typing import IO, Any
 
-import structlog
 from nats.js import JetStreamContext, api
 from nats.nuid import NUID
 
@@ -50,6 +49,7 @@ from shipkit.errors import (
     SerializationError,
     ShipkitError,
 )
+from shipkit.logging import get_logger
 from shipkit.models import ObjectMeta, utc_now_iso
 from shipkit.primitives import _object_format as fmt
 from shipkit.primitives._bucket import bucket_errors
@@ -61,7 +61,7 @@ __all__ = [
     "ShipObjectStore",
 ]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 DEFAULT_CHUNK_SIZE = 128 * 1024
 """Bytes per chunk message, the NATS clients' default."""

@@ -26,18 +26,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
-import structlog
 from pydantic import ValidationError
 
 from shipkit._names import validate_subject, validate_token
 from shipkit.config import NatsConfig
 from shipkit.connection import ConnectionManager, ConnectionOwner
 from shipkit.errors import ConfigurationError, SerializationError, translate_nats_errors
+from shipkit.logging import get_logger
 from shipkit.models import Event
 
 __all__ = ["EventHandler", "EventType", "PubSub", "Publisher", "Subscriber"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 EventHandler = Callable[[Event], Awaitable[None]]
 """An async handler of pub/sub events."""

@@ -23,12 +23,12 @@ import time
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
-import structlog
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from shipkit._json import dumps
 from shipkit.errors import ServiceError
+from shipkit.logging import get_logger
 from shipkit.service.agent import AgentContext, AgentSpec
 from shipkit.service.agent_protocol import (
     PROTOCOL_VERSION,
@@ -50,7 +50,7 @@ from shipkit.service.streaming import FLUSH_AT_BYTES, STREAM_HEADER, WRITE_AT_BY
 
 __all__ = ["AgentEndpoint", "start_agents"]
 
-log = structlog.get_logger("shipkit.agent")
+log = get_logger("shipkit.agent")
 
 _ACK = chunk("status", "ack")
 

@@ -37,11 +37,11 @@ from pathlib import Path
 from typing import Any, Generic, Self, TypeVar, cast, overload
 
 import click
-import structlog
 
 from shipkit._names import validate_service_name, validate_subject
 from shipkit.config import DEFAULT_NATS_URL, StreamConfig
 from shipkit.errors import ConfigurationError
+from shipkit.logging import get_logger
 from shipkit.models import ErrorResponse
 from shipkit.service.app import Service
 from shipkit.service.host import Counts
@@ -57,7 +57,7 @@ __all__ = [
     "service_name_for",
 ]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 StateT = TypeVar("StateT")
 

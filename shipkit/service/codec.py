@@ -21,6 +21,7 @@ from typing import Any, get_type_hints
 from pydantic import BaseModel, TypeAdapter
 
 from shipkit._json import dumps
+from shipkit._type_errors import unsupported_payload_type
 from shipkit.errors import ConfigurationError
 
 __all__ = ["Signature", "encode_result", "inspect_handler"]
@@ -75,9 +76,7 @@ def _decoder(payload_type: Any, qualname: str) -> tuple[Callable[[bytes], Any], 
     try:
         adapter: TypeAdapter[Any] = TypeAdapter(payload_type)
     except Exception as exc:
-        raise ConfigurationError(
-            f"{qualname}: cannot build a validator for payload type {payload_type!r}: {exc}"
-        ) from exc
+        raise ConfigurationError(unsupported_payload_type(qualname, payload_type, exc)) from None
     if isinstance(payload_type, type) and issubclass(payload_type, BaseModel):
         return payload_type.model_validate_json, payload_type.model_validate
     validate_json = adapter.validate_json

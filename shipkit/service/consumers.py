@@ -11,11 +11,11 @@ import asyncio
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-import structlog
 from pydantic import ValidationError
 
 from shipkit.errors import SerializationError
 from shipkit.jobs import JobQueue, JobWorker, JobWorkerSpec
+from shipkit.logging import get_logger
 from shipkit.models import ChannelMessage, ShipEvent
 from shipkit.primitives.channels import ChannelService
 from shipkit.primitives.consumer import DurableConsumer
@@ -26,7 +26,7 @@ from shipkit.service.specs import ChannelSpec, EventSpec, KvWatchSpec
 
 __all__ = ["Stopper", "start_channel_handlers", "start_event_consumers", "start_job_workers", "start_kv_watches"]
 
-log = structlog.get_logger("shipkit.consumers")
+log = get_logger("shipkit.consumers")
 
 MsgHandler = Callable[[Any], Coroutine[Any, Any, None]]
 Stopper = Callable[[float], Coroutine[Any, Any, Counts | None]]
@@ -235,10 +235,20 @@ async def start_job_workers(
         await queue.close()
         raise
 
+    host.count_in_flight(lambda: sum(worker.in_flight for worker in workers))
+
+    def interrupt(_: object) -> None:
+        for worker in workers:
+            worker.interrupt()
+
     async def stop(grace_s: float) -> Counts:
+        # A forced shutdown (second SIGINT) arriving during the grace gives running jobs back now.
+        forced = asyncio.ensure_future(host.force_exit.wait())
+        forced.add_done_callback(lambda f: None if f.cancelled() else interrupt(f))
         try:
             all_stats = await asyncio.gather(*(worker.stop(grace_s) for worker in workers))
         finally:
+            forced.cancel()
             await queue.close()
         return Counts(
             handled=sum(s.handled for s in all_stats),

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import structlog
-
 from shipkit.config import KvBucketConfig, ObjectStoreConfig
 from shipkit.connection import ConnectionManager
+from shipkit.logging import get_logger
 from shipkit.models import ShipEvent, new_correlation_id
 from shipkit.primitives.kv import KvStore
 from shipkit.primitives.objects import ShipObjectStore
@@ -57,7 +56,7 @@ class Context:
     def log(self) -> Any:
         """A structlog logger bound with the service name, subject and correlation id."""
         if self._log is None:
-            self._log = structlog.get_logger("shipkit.handler").bind(
+            self._log = get_logger("shipkit.handler").bind(
                 service=self.host.service_name, subject=self.subject, correlation_id=self.correlation_id
             )
         return self._log

@@ -15,12 +15,12 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any
 
-import structlog
 from nats.aio.msg import Msg
 from pydantic import ValidationError
 
 from shipkit._json import dumps
 from shipkit.errors import PayloadTooLargeError, ServiceError, as_shipkit_error
+from shipkit.logging import get_logger
 from shipkit.models import ErrorResponse
 from shipkit.service.codec import Signature, encode_result
 from shipkit.service.context import Context
@@ -36,7 +36,7 @@ __all__ = [
     "validation_details",
 ]
 
-log = structlog.get_logger("shipkit.dispatch")
+log = get_logger("shipkit.dispatch")
 
 ERROR_HEADER = "Nats-Service-Error"
 ERROR_CODE_HEADER = "Nats-Service-Error-Code"

@@ -15,13 +15,12 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 
-import structlog
-
 from shipkit.errors import ConfigurationError
+from shipkit.logging import get_logger
 
 __all__ = ["HealthServer", "ReadinessCheck"]
 
-log = structlog.get_logger("shipkit.health")
+log = get_logger("shipkit.health")
 
 ReadinessCheck = Callable[[], dict[str, bool]]
 """``() -> {check: passed}``: what ``/readyz`` reports."""

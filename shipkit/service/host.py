@@ -48,11 +48,14 @@ class Host(Protocol):
         connection: the shared connection manager.
         client: the raw nats-py client, cached for the hot path.
         counts: handled / failed / cancelled units of work.
+        force_exit: set when shutdown must not wait any longer (second SIGINT): consumers
+            holding long work (job workers) interrupt it and hand it back at once.
     """
 
     service_name: str
     connection: ConnectionManager
     counts: Counts
+    force_exit: asyncio.Event
 
     @property
     def client(self) -> NatsClient:
@@ -61,6 +64,10 @@ class Host(Protocol):
 
     def track(self, task: asyncio.Task[Any], on_done: Callable[[asyncio.Task[Any]], None] | None = None) -> None:
         """Keep a handler task until it ends: graceful shutdown waits for it, a forced one cancels it."""
+        ...
+
+    def count_in_flight(self, probe: Callable[[], int]) -> None:
+        """Register work the host does not track as tasks (running jobs), counted at shutdown."""
         ...
 
     async def emit(self, event_type: str, payload: Any = None, *, correlation_id: str | None = None) -> ShipEvent:

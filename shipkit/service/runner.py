@@ -11,32 +11,44 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
-import structlog
-
 from shipkit.config import DEFAULT_NATS_URL, NatsConfig, default_nats_url
-from shipkit.connection import ProvisionMode
+from shipkit.connection import ConnectionManager, ProvisionMode
+from shipkit.errors import ConfigurationError
+from shipkit.logging import get_logger
 from shipkit.server import NatsServer
+from shipkit.service.app import Service
+from shipkit.service.fleet import Fleet
 from shipkit.service.runtime import Counts, Runtime
 
-if TYPE_CHECKING:
-    from shipkit.service.app import Service
+__all__ = ["Stoppable", "capture_signals", "resolve_config", "run", "serve"]
 
-__all__ = ["capture_signals", "run", "serve"]
-
-log = structlog.get_logger("shipkit.service.runner")
+log = get_logger("shipkit.service.runner")
 
 EMBEDDED_URL = DEFAULT_NATS_URL
 """Where :func:`serve` looks for a server, and starts an embedded one, when no URL is configured."""
 
 
+class Stoppable(Protocol):
+    """What :func:`capture_signals` drives: a :class:`Runtime` or a :class:`Fleet`."""
+
+    @property
+    def should_exit(self) -> asyncio.Event:
+        """Set once an exit was requested."""
+        ...
+
+    def request_exit(self, *, force: bool = False) -> None:
+        """Ask to stop; ``force`` skips the grace period."""
+        ...
+
+
 @contextmanager
-def capture_signals(runtime: Runtime) -> Iterator[None]:
+def capture_signals(runtime: Stoppable) -> Iterator[None]:
     """Route SIGINT/SIGTERM to ``runtime.request_exit``; a second SIGINT forces. Restores handlers."""
     loop = asyncio.get_running_loop()
     previous: dict[signal.Signals, Any] = {}
@@ -67,8 +79,46 @@ def _listening(url: str, timeout_s: float = 0.5) -> bool:
         return False
 
 
+def resolve_config(
+    nats_url: str | None, config: NatsConfig | None, embedded: bool, data_dir: str | Path
+) -> tuple[NatsConfig, NatsServer | None]:
+    """The config to connect with, and the embedded server started for it (or None).
+
+    The embedded server is only for "nothing configured": no URL given (argument, ``config``
+    with ``servers`` set, or environment) and nothing listening on localhost:4222.
+    """
+    if config is None:
+        url = nats_url or default_nats_url()
+        config = NatsConfig.from_url(url)
+        explicit = nats_url is not None or url != EMBEDDED_URL
+    else:
+        explicit = "servers" in config.model_fields_set or config.url != EMBEDDED_URL
+    if explicit or not embedded:
+        return config, None
+    if _listening(EMBEDDED_URL):
+        log.info(
+            "embedded_server.shared",
+            url=EMBEDDED_URL,
+            hint="a server already listens there (maybe another `shipkit run`'s embedded one): it is used, and "
+            "stops when its owner stops; run `shipkit server` once for a fleet that outlives any one service",
+        )
+        return config, None
+    server = NatsServer(port=urlparse(EMBEDDED_URL).port, store_dir=Path(data_dir) / "nats")
+    # Started on this (the main) thread on purpose: the parent-death signal follows the thread
+    # that forked, and an executor thread may end before the server should.
+    server.start()
+    log.info(
+        "embedded_server.started",
+        url=server.url,
+        store_dir=str(server.store_dir),
+        hint=f"nothing was listening on {EMBEDDED_URL}; other `shipkit run` processes without a URL share this "
+        "server and lose it when this process stops; pass --no-embedded to turn this off",
+    )
+    return config.model_copy(update={"servers": [server.url]}), server
+
+
 async def serve(
-    service: Service,
+    service: Service | Sequence[Service],
     *,
     nats_url: str | None = None,
     config: NatsConfig | None = None,
@@ -79,12 +129,15 @@ async def serve(
     handle_signals: bool = True,
     metrics_port: int | None = None,
     metrics_host: str = "127.0.0.1",
+    strict_name: bool = False,
 ) -> Counts:
-    """Run ``service`` until SIGINT/SIGTERM (or ``runtime.request_exit()``), then shut down in order.
+    """Run ``service`` (or several, on one connection) until SIGINT/SIGTERM, then shut down in order.
 
     Args:
+        service: one service, or a sequence run side by side in this process (a :class:`Fleet`).
         nats_url: server URL(s); default from ``SHIPKIT_NATS_URL`` / ``NATS_URL`` / localhost:4222.
-        config: a full :class:`NatsConfig` (credentials, TLS ...) instead of ``nats_url``.
+        config: a full :class:`NatsConfig` (credentials, TLS ...) instead of ``nats_url``; the
+            embedded server is still used when its ``servers`` were not set explicitly.
         graceful_timeout_s: grace for in-flight work at shutdown (default: the service's).
         provision: ``"create"`` or ``"verify"``.
         embedded: when no URL was given anywhere and nothing listens on localhost:4222, start an
@@ -93,43 +146,45 @@ async def serve(
         metrics_port: serve Prometheus ``/metrics`` plus ``/healthz`` and ``/readyz`` on this
             port (0: a free one; None: off). See ``docs/observability.md``.
         metrics_host: the interface that server binds (loopback by default).
+        strict_name: refuse to start when another version or endpoint set runs under a
+            service's name (otherwise that is a warning).
 
     Returns:
-        The shutdown counts (handled, failed, cancelled).
+        The shutdown counts (handled, failed, cancelled), summed over the services.
     """
-    server: NatsServer | None = None
-    if config is None:
-        url = nats_url or default_nats_url()
-        explicit = nats_url is not None or url != EMBEDDED_URL
-        if embedded and not explicit and not _listening(url):
-            server = NatsServer(port=urlparse(EMBEDDED_URL).port, store_dir=Path(data_dir) / "nats")
-            await server.__aenter__()
-            log.info(
-                "embedded_server.started",
-                url=server.url,
-                store_dir=str(server.store_dir),
-                hint=f"nothing was listening on {EMBEDDED_URL}; pass --no-embedded to turn this off",
-            )
-            url = server.url
-        config = NatsConfig.from_url(url, name=service.name)
-    runtime = Runtime(
-        service,
-        config,
-        graceful_timeout_s=graceful_timeout_s,
-        provision=provision,
-        metrics_port=metrics_port,
-        metrics_host=metrics_host,
-    )
+    services = [service] if isinstance(service, Service) else list(service)
+    config, server = resolve_config(nats_url, config, embedded, data_dir)
+    if config.name is None:
+        config = config.model_copy(update={"name": "+".join(s.name for s in services)})
+    target: Runtime | Fleet
+    options: dict[str, Any] = {
+        "graceful_timeout_s": graceful_timeout_s,
+        "provision": provision,
+        "name_guard": "strict" if strict_name else "warn",
+    }
+    if len(services) == 1:
+        target = Runtime(services[0], config, metrics_port=metrics_port, metrics_host=metrics_host, **options)
+    elif metrics_port is not None:
+        raise ConfigurationError(
+            "metrics_port serves one service's metrics: run each service of a fleet in its own process to scrape them"
+        )
+    else:
+        target = Fleet(services, ConnectionManager(config), **options)
     try:
-        with capture_signals(runtime) if handle_signals else nullcontext():
-            await runtime.serve()
+        with capture_signals(target) if handle_signals else nullcontext():
+            await target.serve()
     finally:
         if server is not None:
+            log.warning(
+                "embedded_server.stopping",
+                url=server.url,
+                hint="any other process using this embedded server loses its connection now",
+            )
             await asyncio.to_thread(server.stop)
             log.info("embedded_server.stopped")
-    return runtime.counts
+    return target.counts
 
 
-def run(service: Service, nats_url: str | None = None, **options: Any) -> Counts:
+def run(service: Service | Sequence[Service], nats_url: str | None = None, **options: Any) -> Counts:
     """Blocking :func:`serve` in a fresh event loop (what ``shipkit run`` calls)."""
     return asyncio.run(serve(service, nats_url=nats_url, **options))

@@ -20,7 +20,6 @@ from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
 from typing import Any, TypeVar
 
-import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.subscription import Subscription
 
@@ -28,6 +27,7 @@ from shipkit._connectable import Connectable
 from shipkit.config import KvBucketConfig, NatsConfig, ObjectStoreConfig
 from shipkit.connection import ConnectionManager, ProvisionMode, resolve_connection
 from shipkit.errors import ConfigurationError
+from shipkit.logging import get_logger
 from shipkit.models import ShipEvent
 from shipkit.primitives.eventbus import EventBus
 from shipkit.primitives.kv import KvStore
@@ -44,6 +44,7 @@ from shipkit.service.context import Context
 from shipkit.service.discovery import Discovery, ServiceIdentity, new_instance_id
 from shipkit.service.endpoint import Endpoint
 from shipkit.service.host import Counts
+from shipkit.service.name_guard import NameGuard, guard_name
 from shipkit.service.observability import Observability
 from shipkit.service.router import Router, mutation_hook
 from shipkit.service.streaming import StreamCancels, StreamEndpoint
@@ -52,7 +53,7 @@ __all__ = ["Counts", "Runtime", "RuntimeState"]
 
 StoreT = TypeVar("StoreT", bound=Connectable)
 
-log = structlog.get_logger("shipkit.runtime")
+log = get_logger("shipkit.runtime")
 
 
 class RuntimeState(enum.Enum):
@@ -77,6 +78,8 @@ class Runtime:
         metrics_port: serve Prometheus ``/metrics``, ``/healthz`` and ``/readyz`` on this port
             (0: a free one; None, the default: off, at no cost per message).
         metrics_host: the interface the metrics/health server binds.
+        name_guard: ask discovery at start for other services of the same name
+            (:mod:`~shipkit.service.name_guard`); ``serve`` and ``shipkit run`` use ``"warn"``.
     """
 
     def __init__(
@@ -88,8 +91,10 @@ class Runtime:
         provision: ProvisionMode = "create",
         metrics_port: int | None = None,
         metrics_host: str = "127.0.0.1",
+        name_guard: NameGuard = "off",
     ) -> None:
         self.service = service
+        self.name_guard: NameGuard = name_guard
         self.service_name = service.name
         self.connection, self._owns_connection = resolve_connection(connection)
         if provision == "verify":
@@ -104,6 +109,7 @@ class Runtime:
         self.discovery: Discovery | None = None
         self._subscriptions: list[Subscription] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._in_flight_probes: list[Callable[[], int]] = []
         self._stoppers: list[Callable[[float], Coroutine[Any, Any, Any]]] = []
         self._exit_stack = AsyncExitStack()
         self._bus: EventBus | None = None
@@ -143,6 +149,10 @@ class Runtime:
         task.add_done_callback(self._tasks.discard)
         if on_done is not None:
             task.add_done_callback(on_done)
+
+    def count_in_flight(self, probe: Callable[[], int]) -> None:
+        """Count ``probe()`` (e.g. running jobs) as in-flight work in the shutdown line."""
+        self._in_flight_probes.append(probe)
 
     # -- resources for handlers -----------------------------------------------------------------
 
@@ -219,6 +229,8 @@ class Runtime:
         await self._start_messages()
         await self._start_consumers()
         identity = ServiceIdentity(service.name, service.version, service.description, service.metadata)
+        if self.name_guard != "off":  # before our own discovery answers, so we never see ourselves
+            await guard_name(self.client, identity, self.endpoints, strict=self.name_guard == "strict")
         self.discovery = Discovery(identity, self.endpoints, self.instance_id)
         await self.discovery.start(self.client)
         await self.connection.confirm_sent()  # the server knows every subscription before start() returns
@@ -358,7 +370,7 @@ class Runtime:
         log.info(
             "shutdown.started",
             service=self.service.name,
-            in_flight=len(self._tasks),
+            in_flight=len(self._tasks) + sum(probe() for probe in self._in_flight_probes),
             graceful_timeout_s=self.graceful_timeout_s,
         )
         errors: list[BaseException] = []

@@ -28,13 +28,13 @@ import time
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
-import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.nuid import NUID
 from pydantic import ValidationError
 
+from shipkit.logging import get_logger
 from shipkit.service.codec import Signature, encode_result
 from shipkit.service.context import Context
 from shipkit.service.endpoint import Endpoint, describe_failure, error_reply
@@ -43,7 +43,7 @@ from shipkit.service.specs import HandlerSpec
 
 __all__ = ["FLUSH_AT_BYTES", "STREAM_HEADER", "WRITE_AT_BYTES", "StreamCancels", "StreamEndpoint"]
 
-log = structlog.get_logger("shipkit.stream")
+log = get_logger("shipkit.stream")
 
 STREAM_HEADER = "Shipkit-Stream"
 """Header of a stream's first message; its value is the subject that cancels the stream."""

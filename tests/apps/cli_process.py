@@ -60,16 +60,23 @@ class ShipkitProcess:
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
-    async def start(cls, *args: str, cwd: Path, env: dict[str, str] | None = None) -> ShipkitProcess:
-        """Start ``shipkit run ARGS --app-dir APPS_DIR --log-format json``."""
+    async def start(
+        cls,
+        *args: str,
+        cwd: Path,
+        env: dict[str, str] | None = None,
+        log_format: str = "json",
+        app_dir: Path = APPS_DIR,
+    ) -> ShipkitProcess:
+        """Start ``shipkit run ARGS --app-dir APP_DIR --log-format LOG_FORMAT``."""
         process = await asyncio.create_subprocess_exec(
             *SHIPKIT_CLI,
             "run",
             *args,
             "--app-dir",
-            str(APPS_DIR),
+            str(app_dir),
             "--log-format",
-            "json",
+            log_format,
             cwd=cwd,
             env=env or child_env(),
             stdin=subprocess.DEVNULL,
@@ -95,6 +102,36 @@ class ShipkitProcess:
     def logged(self, event: str) -> list[dict[str, Any]]:
         """The records with this event name so far."""
         return [r for r in self.records if r.get("event") == event]
+
+    async def wait_for_line(self, text: str, timeout_s: float = 15) -> str:
+        """The first stderr line containing ``text`` (any log format), waiting for it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            self._changed.clear()
+            found = [line for line in self.lines if text in line]
+            if found:
+                return found[0]
+            remaining = deadline - loop.time()
+            if self._reader.done() or remaining <= 0:
+                raise AssertionError(f"no line with {text!r}:\n" + "\n".join(self.lines))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+
+    async def wait_for_log_after(self, event: str, seen: int, timeout_s: float = 15) -> dict[str, Any]:
+        """The record named ``event`` after the first ``seen`` of them, waiting for it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            self._changed.clear()
+            found = self.logged(event)
+            if len(found) > seen:
+                return found[seen]
+            remaining = deadline - loop.time()
+            if self._reader.done() or remaining <= 0:
+                raise AssertionError(f"no {event!r} number {seen + 1}:\n" + "\n".join(self.lines))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
 
     async def wait_for_log(self, event: str, timeout_s: float = 15) -> dict[str, Any]:
         """The first record named ``event``, waiting for it (fails with the log so far)."""

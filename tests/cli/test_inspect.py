@@ -69,3 +69,14 @@ def test_import_error_exits_3(tmp_path: Path) -> None:
     assert result.returncode == 3
     assert "Error: module 'cli_two' holds several services" in result.stderr
     assert result.stdout == ""
+
+
+def test_job_worker_service_shows_its_queue_resources(tmp_path: Path) -> None:
+    """A job-worker-only service lists no request subjects, its worker options, and the queue's streams."""
+    result = run_cli("inspect", "cli_long_job:service", "--app-dir", str(APPS_DIR), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "no requests;" in out and "longjob.<command>" not in out
+    assert "slow  queue=jobs  concurrency=1  max_attempts=3  timeout=none  lease=30s" in out
+    for name in ("JOBS_jobs_DISPATCH", "JOBS_jobs_COUNTERS", "KV_JOBS_jobs", "SHIP_EVENTS", "JOBS_jobs_RESULTS"):
+        assert name in out

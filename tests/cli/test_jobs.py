@@ -87,3 +87,14 @@ def test_schedules_lists_next_runs(shipkit_nats_url: str) -> None:
     output = run(shipkit_nats_url, "schedules").stdout.splitlines()
     assert output[1].split()[:3] == ["nightly", "0", "3"]
     assert "T03:00:00+00:00" in output[1]
+
+
+def test_ls_note_of_a_completed_job_leaves_out_earlier_errors() -> None:
+    """A job that failed once and then completed shows no stale error in `jobs ls`; a queued retry still does."""
+    from shipkit.cli.jobs import _job_row
+    from shipkit.jobs.models import Job, JobState
+
+    done = Job(id="JOB-001", worker="w", state=JobState.COMPLETE, attempt=2, last_error="RuntimeError: not yet")
+    assert _job_row(done)[-1] == ""
+    retrying = done.model_copy(update={"state": JobState.QUEUED})
+    assert _job_row(retrying)[-1] == "RuntimeError: not yet"

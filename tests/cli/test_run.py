@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -11,7 +12,8 @@ import pytest
 import pytest_asyncio
 from apps.cli_process import APPS_DIR, ShipkitProcess, child_env, run_cli
 
-from shipkit import Client
+from shipkit import Client, Service
+from shipkit.testing import run_service
 
 Spawn = Callable[..., Awaitable[ShipkitProcess]]
 
@@ -47,6 +49,16 @@ async def test_run_answers_requests(spawn: Spawn, shipkit_nats_url: str, shipkit
     assert await shipkit_client.request("clitest.echo", {"hello": "world"}) == {"hello": "world"}
     process.send_signal(signal.SIGTERM)
     assert await process.wait_exit() == 0
+
+
+async def test_run_several_services_in_one_process(spawn: Spawn, shipkit_nats_url: str, shipkit_client: Client) -> None:
+    """`shipkit run A B C` runs every service in one process on one connection; SIGTERM stops them all."""
+    process = await spawn("cli_echo:service", "cli_two:first", "cli_two:second", "--nats-url", shipkit_nats_url)
+    assert (await process.wait_for_log("fleet.started"))["services"] == ["clitest", "first", "second"]
+    assert await shipkit_client.request("clitest.echo", {"fleet": True}) == {"fleet": True}
+    process.send_signal(signal.SIGTERM)
+    assert await process.wait_exit() == 0
+    assert sorted(r["service"] for r in process.logged("shutdown.complete")) == ["clitest", "first", "second"]
 
 
 async def test_run_module_alone_and_url_from_environment(
@@ -154,3 +166,22 @@ def test_failing_startup_hook_exits_3_with_its_traceback(tmp_path: Path, shipkit
     assert result.returncode == 3, result.stderr
     assert "Error: RuntimeError: database at db:5432 refused the connection" in result.stderr
     assert "in connect_to_the_database" in result.stderr
+
+
+async def test_strict_name_refuses_a_different_namesake(tmp_path: Path, shipkit_nats_url: str) -> None:
+    """`--strict-name` exits 3 naming both versions when another `clitest` already runs."""
+    async with run_service(Service("clitest", version="0.0.9"), shipkit_nats_url):
+        result = await asyncio.to_thread(
+            run_cli,
+            "run",
+            "cli_echo:service",
+            "--app-dir",
+            str(APPS_DIR),
+            "--strict-name",
+            "--nats-url",
+            shipkit_nats_url,
+            cwd=tmp_path,
+        )
+    assert result.returncode == 3, result.stderr
+    assert "another service runs under the name 'clitest'" in result.stderr
+    assert "version 0.0.9" in result.stderr

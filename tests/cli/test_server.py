@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import select
 import signal
 import socket
 import sys
@@ -154,3 +155,69 @@ async def test_server_runs_jetstream_and_stops_on_signal(tmp_path: Path, signum:
         assert b"stopped" in await asyncio.wait_for(process.stdout.read(), timeout=5)
     assert refuses_connections(port)
     assert (tmp_path / "store" / "jetstream").is_dir()  # the store is kept between runs
+
+
+def _children(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:  # the process ended while we looked
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the parent-death signal is Linux's")
+async def test_sigkilled_shipkit_server_takes_nats_server_with_it(tmp_path: Path) -> None:
+    """SIGKILL on `shipkit server` leaves no orphaned nats-server behind."""
+    async with running_cli_server(tmp_path / "store", free_port()) as (process, _url):
+        (server_pid,) = _children(process.pid)
+        pidfd = os.pidfd_open(server_pid)
+        try:
+            process.kill()
+            await process.wait()
+            readable, _, _ = await asyncio.to_thread(select.select, [pidfd], [], [], 10)
+            assert readable, f"nats-server {server_pid} outlived its SIGKILLed `shipkit server`"
+        finally:
+            os.close(pidfd)
+
+
+def test_server_auth_options_need_their_partner() -> None:
+    """--user without --password, or --token with --user, is a usage error."""
+    assert CliRunner().invoke(main, ["server", "--user", "ada"]).exit_code == 2
+    assert CliRunner().invoke(main, ["server", "--token", "t", "--user", "ada", "--password", "p"]).exit_code == 2
+
+
+async def test_server_with_token_requires_it(tmp_path: Path) -> None:
+    """`shipkit server --token` starts a server that refuses clients without the token."""
+    process = await asyncio.create_subprocess_exec(
+        *shipkit_command(),
+        "server",
+        "--port",
+        str(free_port()),
+        "--store-dir",
+        str(tmp_path),
+        "--token",
+        "tok-secret-77",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), timeout=10)
+        match = URL_RE.search(line)
+        assert match is not None, line
+        url = match.group(1).decode()
+        with pytest.raises(Exception, match=r"uthorization|no servers"):
+            await nats.connect(url, allow_reconnect=False, connect_timeout=2, max_reconnect_attempts=0)
+        nc = await nats.connect(url, token="tok-secret-77", allow_reconnect=False, connect_timeout=2)
+        await nc.close()
+    finally:
+        process.terminate()
+        await process.wait()
+    assert process.stdout is not None
+    assert b"tok-secret-77" not in line + await process.stdout.read()

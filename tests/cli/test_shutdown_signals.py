@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from apps.cli_process import ShipkitProcess
+from apps.cli_process import ShipkitProcess, child_env
 from nats.aio.msg import Msg
 
 from shipkit import Client, ConnectionManager, Runtime, Service, ServiceError
+from shipkit.jobs import JobQueue
 from shipkit.service.runner import capture_signals
 
 Spawn = Callable[..., Awaitable[ShipkitProcess]]
@@ -127,3 +128,29 @@ async def test_capture_signals_routes_and_restores() -> None:
     finally:
         for signum, handler in saved.items():
             signal.signal(signum, handler)
+
+
+async def test_second_sigint_gives_a_running_job_back_at_once(tmp_path: Path, shipkit_nats_url: str) -> None:
+    """A job counts as in flight; a second SIGINT interrupts it and gives it back with its progress cleared."""
+    env = child_env(SHIPKIT_NATS_URL=shipkit_nats_url)
+    process = await ShipkitProcess.start("cli_long_job:service", "--graceful-timeout", "120", cwd=tmp_path, env=env)
+    try:
+        await process.wait_for_log("service.started")
+        async with JobQueue(shipkit_nats_url) as queue:
+            job_id = await queue.submit({"n": 1}, "slow", "test")
+            started = await process.wait_for_log("slow.started")
+            assert started["job_id"] == job_id
+            process.send_signal(signal.SIGINT)
+            assert (await process.wait_for_log("shutdown.started"))["in_flight"] >= 1
+            process.send_signal(signal.SIGINT)
+            # bounded well under the job's 60 s and the 120 s grace: the job was interrupted
+            assert await process.wait_exit(timeout_s=20) == 0
+            given_back = process.logged("job.given_back")
+            assert [r["job_id"] for r in given_back] == [job_id]
+            assert given_back[0]["worker"] == "slow" and given_back[0]["attempt"] == 1
+            job = await queue.get(job_id)
+        assert job is not None
+        assert job.state.value == "queued" and job.attempt == 0
+        assert job.progress is None and job.progress_message is None
+    finally:
+        await process.kill()

@@ -242,6 +242,14 @@ def test_given_back_jobs_do_not_use_up_an_attempt_and_requeue_resets_attempts() 
     assert again.last_error == "boom" and again.error is None
 
 
+def test_given_back_jobs_lose_their_stale_progress() -> None:
+    """A job given back at shutdown forgets its progress fraction and message: the next attempt starts over."""
+    running = step.start(_queued(), owner="a", default_max_attempts=3, now=10)
+    reported = step.progressed(running, fraction=0.5, message="halfway", now=11)
+    back = step.given_back(reported, now=12)
+    assert back.progress is None and back.progress_message is None
+
+
 # -- specs --------------------------------------------------------------------------------
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 from pydantic import BaseModel, ValidationError
 from typing_extensions import TypedDict
 
+from shipkit.errors import ConfigurationError
 from shipkit.service.codec import encode_result, inspect_handler
 from shipkit.service.context import Context
 
@@ -84,3 +86,16 @@ def test_no_payload_parameter() -> None:
 def test_encode_result(value: Any, expected: bytes) -> None:
     """Return values encode as documented: None empty, bytes as is, str UTF-8, else compact JSON."""
     assert encode_result(value) == expected
+
+
+def test_an_unsupported_payload_annotation_is_one_clear_line() -> None:
+    """`q: asyncio.Queue` is refused at registration with one line naming the type, without pydantic's advice."""
+
+    async def takes_queue(q: asyncio.Queue) -> None:  # type: ignore[type-arg]
+        """Cannot be a payload."""
+
+    with pytest.raises(ConfigurationError) as info:
+        inspect_handler(takes_queue)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "asyncio.queues.Queue" in message and "arbitrary_types_allowed" not in message
