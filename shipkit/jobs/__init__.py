@@ -7,7 +7,8 @@ them with retries, timeouts, heartbeats, progress and cancellation. See ``docs/j
 
 from shipkit.errors import JobStateError, LeaseLostError
 from shipkit.jobs.context import JobContext
-from shipkit.jobs.models import Backoff, Job, JobCounts, JobState, ResultRef
+from shipkit.jobs.handle import JobHandle
+from shipkit.jobs.models import Backoff, Job, JobCounts, JobState, Priority, ResultRef
 from shipkit.jobs.queue import JobQueue
 from shipkit.jobs.schedule import CronExpression, Schedule
 from shipkit.jobs.spec import JobWorkerSpec
@@ -19,6 +20,7 @@ __all__ = [
     "Job",
     "JobContext",
     "JobCounts",
+    "JobHandle",
     "JobQueue",
     "JobState",
     "JobStateError",
@@ -26,6 +28,7 @@ __all__ = [
     "JobWorkerSpec",
     "JobWorkerStats",
     "LeaseLostError",
+    "Priority",
     "ResultRef",
     "Schedule",
 ]

@@ -44,7 +44,7 @@ from shipkit.jobs._lease import LeaseKeeper
 from shipkit.jobs._results import ResultStore
 from shipkit.jobs._retry import TRANSIENT_ERRORS
 from shipkit.jobs._store import ADJUST, NEW, Counters, JobStore
-from shipkit.jobs.models import Backoff, Job, JobCounts, JobState, now_ms
+from shipkit.jobs.models import PRIORITIES, Backoff, Job, JobCounts, JobState, now_ms
 
 log = structlog.get_logger(__name__)
 
@@ -110,6 +110,7 @@ class JobEngine:
             publisher=self.publisher,
             instance_id=self.instance_id,
             default_max_attempts=max_attempts,
+            queue_name=layout.name,
         )
         self._claim_locks: dict[str, asyncio.Lock] = {}
 
@@ -200,7 +201,7 @@ class JobEngine:
         """Take the oldest job queued for ``worker`` and hold it here; None when there is none now."""
         async with self._claim_locks.setdefault(worker, asyncio.Lock()):
             while True:
-                msg = await self.dispatch.pull_one(worker, lease_s)
+                msg = await self.dispatch.pull_one(worker, lease_s, PRIORITIES)
                 if msg is None:
                     return None
                 lease = await self.holder.claim(msg, lease_s=lease_s, default_max_attempts=self.max_attempts)

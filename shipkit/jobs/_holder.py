@@ -53,7 +53,9 @@ class Holder:
         publisher: PipelinedPublisher,
         instance_id: str,
         default_max_attempts: int,
+        queue_name: str = "",
     ) -> None:
+        self.queue_name = queue_name
         self._store = store
         self._ids = ids
         self._results = results
@@ -278,6 +280,20 @@ class Holder:
             JobState.RUNNING.value, job, lease.revision, "job.progress", progress=fraction, message=message
         )
         return job
+
+    async def checkpoint(self, lease: Lease, state: Any) -> Job:
+        """Store ``state`` with the held job (large ones in the object store) for the next attempt."""
+        value, ref = await self._results.store(lease.job.id, state, name=f"{lease.job.id}.checkpoint")
+        now = now_ms()
+        job = await self.write(lease, lambda j: step.checkpointed(j, state=value, state_ref=ref, now=now))
+        await self.heartbeat(lease)
+        return job
+
+    async def resume_state(self, job: Job) -> Any:
+        """The checkpoint ``job`` carries (fetched when stored by reference), or None."""
+        if job.checkpoint_ref is not None:
+            return await self._results.fetch(job.id, job.checkpoint_ref)
+        return job.checkpoint
 
     async def heartbeat(self, lease: Lease) -> None:
         """Renew the lease now (the server restarts the message's ``ack_wait`` clock)."""

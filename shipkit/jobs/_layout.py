@@ -89,9 +89,10 @@ class QueueLayout:
         """The KV subject of an idempotency key."""
         return f"$KV.{self.bucket}.idem.{digest}"
 
-    def dispatch_subject(self, worker: str) -> str:
-        """Where jobs for ``worker`` are dispatched."""
-        return f"{self.subject_prefix}.dispatch.{validate_token(worker, 'worker name')}"
+    def dispatch_subject(self, worker: str, priority: str = "normal") -> str:
+        """Where jobs for ``worker`` are dispatched (``normal`` on ``…dispatch.{worker}``, others below it)."""
+        base = f"{self.subject_prefix}.dispatch.{validate_token(worker, 'worker name')}"
+        return base if priority == "normal" else f"{base}.{priority}"
 
     def schedule_subject(self, job_id: str) -> str:
         """Where the ``@at`` schedule of a delayed job waits."""
@@ -129,6 +130,7 @@ class QueueLayout:
         """All cancellation notices of this queue."""
         return f"{self.subject_prefix}.cancel.*"
 
-    def consumer_name(self, worker: str) -> str:
-        """The durable pull consumer shared by every process serving ``worker``."""
-        return sanitize_consumer_name(validate_token(worker, "worker name"))
+    def consumer_name(self, worker: str, priority: str = "normal") -> str:
+        """The durable pull consumer shared by every process serving ``worker`` at ``priority``."""
+        name = sanitize_consumer_name(validate_token(worker, "worker name"))
+        return name if priority == "normal" else f"{name}_{priority}"

@@ -38,7 +38,9 @@ from shipkit.jobs._engine import JobEngine
 from shipkit.jobs._ids import id_number, validate_job_id
 from shipkit.jobs._layout import QueueLayout
 from shipkit.jobs._lease import Lease
-from shipkit.jobs.models import Backoff, Job, JobCounts, JobState, now_ms
+from shipkit.jobs._watch import wait_finished
+from shipkit.jobs.handle import JobHandle
+from shipkit.jobs.models import PRIORITIES, Backoff, Job, JobCounts, JobState, Priority, now_ms
 from shipkit.jobs.schedule import CronExpression, Schedule
 
 __all__ = ["JobQueue"]
@@ -159,8 +161,9 @@ class JobQueue(Generic[P], ConnectionOwner):
         idempotency_key: str | None = None,
         max_attempts: int | None = None,
         timeout_s: float | None = None,
-    ) -> str:
-        """Queue a job for ``worker`` and return its id.
+        priority: Priority = "normal",
+    ) -> JobHandle:
+        """Queue a job for ``worker`` and return its id as a :class:`JobHandle` (a ``str``).
 
         Args:
             payload: any JSON-able value or pydantic model.
@@ -173,11 +176,13 @@ class JobQueue(Generic[P], ConnectionOwner):
                 server's duplicate window).
             max_attempts: attempts for this job (default: the worker's policy).
             timeout_s: per-attempt timeout for this job (default: the worker's).
+            priority: ``high``, ``normal`` or ``low``; workers take higher ones first.
 
         Raises:
             SerializationError: the payload is not JSON-able or does not match ``payload_type``.
         """
         validate_token(worker, "worker name")
+        _check_priority(priority)
         value = self._payload_value(payload)
         run_at_ms = _run_at_ms(delay_s, run_at)
         if max_attempts is not None and max_attempts < 1:
@@ -196,10 +201,11 @@ class JobQueue(Generic[P], ConnectionOwner):
                 run_at=run_at_ms,
                 idempotency_key=idempotency_key,
                 timeout_s=timeout_s,
+                priority=priority,
                 updated_at=now,
             )
 
-        return await self.engine.submit(build, idempotency_key)
+        return JobHandle(await self.engine.submit(build, idempotency_key), self)
 
     async def submit_many(
         self,
@@ -209,9 +215,11 @@ class JobQueue(Generic[P], ConnectionOwner):
         *,
         max_attempts: int | None = None,
         timeout_s: float | None = None,
+        priority: Priority = "normal",
     ) -> builtins.list[str]:
         """Queue many jobs for ``worker`` at once (one id reservation, pipelined writes); return their ids."""
         validate_token(worker, "worker name")
+        _check_priority(priority)
         values = [self._payload_value(p) for p in payloads]
         if not values:
             return []
@@ -226,6 +234,7 @@ class JobQueue(Generic[P], ConnectionOwner):
                     queued_at=now,
                     max_attempts=max_attempts,
                     timeout_s=timeout_s,
+                    priority=priority,
                     updated_at=now,
                 )
                 for job_id, value in zip(ids, values, strict=True)
@@ -260,11 +269,23 @@ class JobQueue(Generic[P], ConnectionOwner):
         await self.flush()
         return await self.engine.counters.counts()
 
+    async def wait(self, job_id: str, *, timeout_s: float | None = None) -> Job:
+        """The job's record once it is complete, failed, dead or cancelled (a watch, no polling).
+
+        Raises:
+            KeyNotFoundError: there is no such job.
+            NatsTimeoutError: it did not finish within ``timeout_s`` (None: no limit).
+        """
+        if timeout_s is not None and timeout_s <= 0:
+            raise ConfigurationError(f"timeout_s must be > 0, got {timeout_s}")
+        return await wait_finished(self.connection, self.layout, validate_job_id(job_id), timeout_s)
+
     async def result(self, job_id: str) -> Any:
         """A completed job's result, fetched from the object store when it was stored there."""
         job = await self._require(job_id)
         if job.state is not JobState.COMPLETE:
-            raise JobStateError(f"job {job_id} is {job.state.value}, not complete: it has no result")
+            why = f" ({job.error})" if job.error else ""
+            raise JobStateError(f"job {job_id} is {job.state.value}, not complete: it has no result{why}")
         if job.result_ref is None:
             return job.result
         return await self.engine.results.fetch(job_id, job.result_ref)
@@ -404,6 +425,11 @@ class JobQueue(Generic[P], ConnectionOwner):
         ]
         jobs.sort(key=lambda job: (id_number(job.id), job.id))
         return jobs
+
+
+def _check_priority(priority: str) -> None:
+    if priority not in PRIORITIES:
+        raise ConfigurationError(f"priority must be one of {', '.join(PRIORITIES)}; got {priority!r}")
 
 
 def _run_at_ms(delay_s: float | None, run_at: datetime | float | None) -> int | None:

@@ -21,6 +21,7 @@ Integration contract (what ``@service.job_worker`` relies on):
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any, Self
@@ -34,7 +35,7 @@ from shipkit.jobs._lease import Lease
 from shipkit.jobs._pull import Puller
 from shipkit.jobs._retry import TRANSIENT_ERRORS, retry_transient
 from shipkit.jobs.context import JobContext
-from shipkit.jobs.models import now_ms
+from shipkit.jobs.models import now_ms, served_priorities
 from shipkit.jobs.queue import JobQueue
 from shipkit.jobs.spec import JobWorkerSpec
 
@@ -82,11 +83,21 @@ class JobWorker:
         queue: the queue to take jobs from.
         spec: the handler and its policies.
         pull_expires_s: how long an idle pull request waits on the server.
+        extra: makes the argument for the spec's ``extra_param`` from each job's context (the
+            service passes one building its ``Context``).
     """
 
-    def __init__(self, queue: JobQueue[Any], spec: JobWorkerSpec, *, pull_expires_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        queue: JobQueue[Any],
+        spec: JobWorkerSpec,
+        *,
+        pull_expires_s: float = 5.0,
+        extra: Callable[[JobContext], Any] | None = None,
+    ) -> None:
         self.queue = queue
         self.spec = spec
+        self._extra = extra
         self._engine = queue.engine  # what this worker runs on; it touches nothing else of the queue
         self._pull_expires_s = pull_expires_s
         self._puller: Puller | None = None
@@ -112,12 +123,15 @@ class JobWorker:
         if self._puller is not None:
             return
         await self.queue.connect()
-        consumer = await self._engine.dispatch.ensure_consumer(self.spec.worker, self.spec.lease_s)
+        consumers = [
+            await self._engine.dispatch.ensure_consumer(self.spec.worker, self.spec.lease_s, priority)
+            for priority in served_priorities(self.spec.priority_levels)
+        ]
         self._stopping = False
         self._puller = Puller(
             self.queue.connection,
             self.queue.layout.dispatch_stream,
-            consumer,
+            consumers,
             self.spec.concurrency,
             self._on_message,
             expires_s=self._pull_expires_s,
@@ -214,10 +228,15 @@ class JobWorker:
             return _Outcome("dead", f"payload does not match {_type_name(self.spec.payload_type)}: {_summary(exc)}")
         if self._stopping:
             return _Outcome("shutdown")
-        context = JobContext(self._engine.holder, lease)
+        try:
+            resume_from = await self._engine.holder.resume_state(lease.job)
+        except ShipkitError as exc:  # a checkpoint object that cannot be read: this attempt cannot resume
+            return _Outcome("fail", f"cannot read the checkpoint: {exc}")
+        context = JobContext(self._engine.holder, lease, resume_from)
+        extra = self._extra(context) if self._extra is not None and self.spec.extra_param is not None else None
 
         async def call() -> Any:
-            return await self.spec.invoke(payload, context)
+            return await self.spec.invoke(payload, context, extra)
 
         task = asyncio.create_task(call(), name=f"shipkit-job-{lease.job.id}")
 
