@@ -9,6 +9,7 @@ calls one queue method and prints a table (or JSON with ``--json``)::
     shipkit jobs cancel JOB-001
     shipkit jobs retry JOB-001
     shipkit jobs counts --json
+    shipkit jobs wait JOB-001 --timeout 600
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import structlog
 
 from shipkit.config import NatsConfig, default_nats_url
 from shipkit.errors import ShipkitError
-from shipkit.jobs.models import Job, JobState
+from shipkit.jobs.models import PRIORITIES, Job, JobState, Priority
 from shipkit.jobs.queue import JobQueue
 
 __all__ = ["jobs"]
@@ -162,6 +163,7 @@ def show(job_id: str, nats_url: str | None, queue_name: str, prefix: str, as_jso
 @click.option("--delay", "delay_s", type=float, default=None, help="Run no earlier than this many seconds from now.")
 @click.option("--idempotency-key", default=None, help="Submit at most once per key.")
 @click.option("--max-attempts", type=int, default=None, help="Attempts for this job.")
+@click.option("--priority", type=click.Choice(PRIORITIES), default="normal", show_default=True, help="Job priority.")
 @_common
 def submit(
     worker: str,
@@ -170,6 +172,7 @@ def submit(
     delay_s: float | None,
     idempotency_key: str | None,
     max_attempts: int | None,
+    priority: Priority,
     nats_url: str | None,
     queue_name: str,
     prefix: str,
@@ -191,12 +194,33 @@ def submit(
             delay_s=delay_s,
             idempotency_key=idempotency_key,
             max_attempts=max_attempts,
+            priority=priority,
         ),
     )
     if as_json:
         _echo_json({"id": job_id})
     else:
         click.echo(job_id)
+
+
+@jobs.command("wait")
+@click.argument("job_id")
+@click.option("--timeout", "timeout_s", type=float, default=None, help="Give up after this many seconds.")
+@_common
+def wait(
+    job_id: str, timeout_s: float | None, nats_url: str | None, queue_name: str, prefix: str, as_json: bool
+) -> None:
+    """Wait until a job finishes; print its end state and result. Exit 0 when complete, 1 otherwise."""
+    job = _run(nats_url, queue_name, prefix, lambda q: q.wait(job_id, timeout_s=timeout_s))
+    if as_json:
+        _echo_json(job.model_dump(mode="json"))
+    elif job.state is JobState.COMPLETE:
+        result = "(stored in the object store)" if job.result_ref is not None else json.dumps(job.result)
+        click.echo(f"{job.id}: complete {result}")
+    else:
+        click.echo(f"{job.id}: {job.state.value} {job.error or ''}".rstrip())
+    if job.state is not JobState.COMPLETE:
+        sys.exit(1)
 
 
 def _action_command(name: str, verb: str, doc: str) -> None:

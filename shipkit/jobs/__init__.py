@@ -7,6 +7,7 @@ them with retries, timeouts, heartbeats, progress and cancellation. See ``docs/j
 
 from shipkit.errors import JobStateError, LeaseLostError
 from shipkit.jobs.context import JobContext
+from shipkit.jobs.events import JobEvent
 from shipkit.jobs.handle import JobHandle
 from shipkit.jobs.models import Backoff, Job, JobCounts, JobState, Priority, ResultRef
 from shipkit.jobs.queue import JobQueue
@@ -20,6 +21,7 @@ __all__ = [
     "Job",
     "JobContext",
     "JobCounts",
+    "JobEvent",
     "JobHandle",
     "JobQueue",
     "JobState",

@@ -119,6 +119,8 @@ class Announcer:
             "attempt": job.attempt,
             "max_attempts": job.max_attempts,
         }
+        if job.result_ref is not None and event_type == "job.complete":
+            payload["result_ref"] = job.result_ref.model_dump()
         if extra:
             payload.update(extra)
         subject = self._subjects.get(event_type) or f"{self._event_prefix}.{event_type}"

@@ -15,7 +15,7 @@ import structlog
 from pydantic import ValidationError
 
 from shipkit.errors import SerializationError
-from shipkit.jobs import JobQueue, JobWorker, JobWorkerSpec
+from shipkit.jobs import JobContext, JobWorker, JobWorkerSpec
 from shipkit.models import ChannelMessage, ShipEvent
 from shipkit.primitives.channels import ChannelService
 from shipkit.primitives.consumer import DurableConsumer
@@ -198,27 +198,25 @@ async def start_channel_handlers(host: Host, agent_name: str, specs: Sequence[Ch
 
 
 async def start_job_workers(host: Host, queue_name: str, specs: Sequence[JobWorkerSpec]) -> list[Stopper]:
-    """Job-worker runners for every ``@service.job_worker``, on one shared queue.
+    """Job-worker runners for every ``@service.job_worker``, each on its queue (default ``queue_name``).
 
-    One stopper stops them all (each gives unfinished jobs back), then closes the queue, whose
-    background publishers must outlive the workers.
+    The queues are the host's (shared with ``ctx.jobs``), closed by the host after this stopper
+    ran, so their background publishers outlive the workers. A worker asking for ``ctx`` gets a
+    :class:`Context` per job, bound to the job's id as correlation id.
     """
-    queue: JobQueue[Any] = JobQueue(host.connection, name=queue_name)
-    await queue.connect()
-    workers = [JobWorker(queue, spec) for spec in specs]
+    workers: list[JobWorker] = []
     try:
-        for worker in workers:
+        for spec in specs:
+            queue = await host.job_queue(spec.queue or queue_name)
+            worker = JobWorker(queue, spec, extra=_job_context_maker(host, queue.name))
+            workers.append(worker)
             await worker.start()
     except BaseException:
         await asyncio.gather(*(worker.stop(0) for worker in workers), return_exceptions=True)
-        await queue.close()
         raise
 
     async def stop(grace_s: float) -> Counts:
-        try:
-            all_stats = await asyncio.gather(*(worker.stop(grace_s) for worker in workers))
-        finally:
-            await queue.close()
+        all_stats = await asyncio.gather(*(worker.stop(grace_s) for worker in workers))
         return Counts(
             handled=sum(s.handled for s in all_stats),
             failed=sum(s.failed for s in all_stats),
@@ -227,3 +225,10 @@ async def start_job_workers(host: Host, queue_name: str, specs: Sequence[JobWork
         )
 
     return [stop]
+
+
+def _job_context_maker(host: Host, queue: str) -> Callable[[JobContext], Context]:
+    def make(job: JobContext) -> Context:
+        return Context(host, f"jobs.{queue}.{job.worker}", correlation_id=job.id)
+
+    return make

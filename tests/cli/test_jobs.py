@@ -87,3 +87,24 @@ def test_schedules_lists_next_runs(shipkit_nats_url: str) -> None:
     output = run(shipkit_nats_url, "schedules").stdout.splitlines()
     assert output[1].split()[:3] == ["nightly", "0", "3"]
     assert "T03:00:00+00:00" in output[1]
+
+
+def test_wait_prints_the_end_state_and_exits_by_it(shipkit_nats_url: str) -> None:
+    """wait prints a finished job's result (exit 0), a cancelled one's state (exit 1), and times out cleanly."""
+
+    async def finish() -> None:
+        async with JobQueue(shipkit_nats_url) as queue:
+            job = await queue.claim("w")
+            assert job is not None
+            await queue.complete(job.id, {"loss": 0.1})
+
+    run(shipkit_nats_url, "submit", "w", "1", "--priority", "high")
+    asyncio.run(finish())
+    done = run(shipkit_nats_url, "wait", "JOB-001")
+    assert (done.exit_code, done.stdout.strip()) == (0, 'JOB-001: complete {"loss": 0.1}')
+    run(shipkit_nats_url, "submit", "w", "2")
+    timed_out = CliRunner().invoke(jobs, ["wait", "JOB-002", "--timeout", "0.2", "--nats-url", shipkit_nats_url])
+    assert timed_out.exit_code == 1 and "did not finish within 0.2s" in timed_out.output
+    run(shipkit_nats_url, "cancel", "JOB-002")
+    cancelled = run(shipkit_nats_url, "wait", "JOB-002", "--json")
+    assert cancelled.exit_code == 1 and json.loads(cancelled.stdout)["state"] == "cancelled"
