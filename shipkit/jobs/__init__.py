@@ -9,7 +9,7 @@ from shipkit.errors import JobStateError, LeaseLostError
 from shipkit.jobs.context import JobContext
 from shipkit.jobs.events import JobEvent
 from shipkit.jobs.handle import JobHandle
-from shipkit.jobs.models import Backoff, Job, JobCounts, JobState, Priority, ResultRef
+from shipkit.jobs.models import Backoff, Job, JobCounts, JobState, Priority, ResultRef, WorkerInfo
 from shipkit.jobs.queue import JobQueue
 from shipkit.jobs.schedule import CronExpression, Schedule
 from shipkit.jobs.spec import JobWorkerSpec
@@ -33,4 +33,5 @@ __all__ = [
     "Priority",
     "ResultRef",
     "Schedule",
+    "WorkerInfo",
 ]

@@ -30,6 +30,7 @@ from shipkit.jobs._events import Announcer
 from shipkit.jobs._ids import IdAllocator
 from shipkit.jobs._lease import Lease, LeaseKeeper
 from shipkit.jobs._results import ResultStore
+from shipkit.jobs._retention import Retention
 from shipkit.jobs._store import NEW, JobStore
 from shipkit.jobs.models import Backoff, Job, JobState, now_ms
 from shipkit.jobs.schedule import Schedule
@@ -54,8 +55,12 @@ class Holder:
         instance_id: str,
         default_max_attempts: int,
         queue_name: str = "",
+        retention: Retention | None = None,
+        default_retention_s: float | None = None,
     ) -> None:
         self.queue_name = queue_name
+        self._retention = retention
+        self._default_retention_s = default_retention_s
         self._store = store
         self._ids = ids
         self._results = results
@@ -215,6 +220,9 @@ class Holder:
             self._announced.pop(claim, None)
         await self._settle_msg(lease.msg, ack, nak_delay_s)
         await self._announcer.transition(JobState.RUNNING.value, job, lease.revision, event, **extra)
+        if self._retention is not None and job.is_finished:
+            retention_s = job.retention_s or lease.retention_s or self._default_retention_s
+            await self._retention.schedule(job, lease.revision, retention_s)
         return job
 
     async def complete(self, lease: Lease, result: Any, *, now: int | None = None) -> Job:

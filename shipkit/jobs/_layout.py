@@ -35,7 +35,8 @@ class QueueLayout:
       ``…cron.{schedule}`` (recurring schedules).
     - Counter stream ``JOBS_jobs_COUNTERS``: ``…ids`` (the id counter) and
       ``…count.{from}.{to}`` (one counter per state transition).
-    - Object bucket ``JOBS_jobs_RESULTS``: large results, one object per job id.
+    - Object bucket ``JOBS_jobs_RESULTS``: large results and checkpoints.
+    - KV bucket ``JOBS_jobs_WORKERS``: ``{worker}.{instance}`` entries of running workers.
     - Core subject ``…cancel.{id}``: live cancellation notices to running workers.
     """
 
@@ -75,6 +76,11 @@ class QueueLayout:
     def counter_stream(self) -> str:
         """The counter stream (ids and state-transition counts)."""
         return f"JOBS_{self.name}_COUNTERS"
+
+    @property
+    def workers_bucket(self) -> str:
+        """The KV bucket where running workers advertise themselves."""
+        return f"JOBS_{self.name}_WORKERS"
 
     @property
     def results_bucket(self) -> str:

@@ -38,6 +38,7 @@ __all__ = [
     "Priority",
     "ResultRef",
     "SeedStatus",
+    "WorkerInfo",
     "now_ms",
     "served_priorities",
 ]
@@ -281,3 +282,27 @@ class JobCounts:
             self.complete,
             self.failed + self.cancelled + self.dead,
         )
+
+
+class WorkerInfo(BaseModel):
+    """One running worker instance as it advertises itself.
+
+    Attributes:
+        worker: the worker name it serves.
+        queue: the queue's name.
+        instance: the process's holder id (``host:pid:random``).
+        concurrency: jobs it runs at once.
+        priority_levels: priority levels it serves.
+        payload_schema: the JSON schema of the payloads it accepts.
+        started_at: Unix ms when it started.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    worker: str
+    queue: str
+    instance: str
+    concurrency: int
+    priority_levels: int = 3
+    payload_schema: dict[str, Any] = {}
+    started_at: int = 0

@@ -40,7 +40,17 @@ from shipkit.jobs._layout import QueueLayout
 from shipkit.jobs._lease import Lease
 from shipkit.jobs._watch import wait_finished
 from shipkit.jobs.handle import JobHandle
-from shipkit.jobs.models import PRIORITIES, Backoff, Job, JobCounts, JobState, Priority, now_ms
+from shipkit.jobs.models import (
+    FINISHED_STATES,
+    PRIORITIES,
+    Backoff,
+    Job,
+    JobCounts,
+    JobState,
+    Priority,
+    WorkerInfo,
+    now_ms,
+)
 from shipkit.jobs.schedule import CronExpression, Schedule
 
 __all__ = ["JobQueue"]
@@ -71,6 +81,9 @@ class JobQueue(Generic[P], ConnectionOwner):
         source: the ``source`` of those events.
         result_inline_max_bytes: larger results go to the object store.
         storage / replicas: of the streams and buckets the queue creates.
+        retention_s: finished jobs are deleted this long after they end, unless the job or its
+            worker says otherwise (None: kept until purged). Expiry runs in the processes that
+            run a :class:`JobWorker` of the queue.
     """
 
     def __init__(
@@ -91,7 +104,10 @@ class JobQueue(Generic[P], ConnectionOwner):
         result_inline_max_bytes: int = 256 * 1024,
         storage: StorageType = "file",
         replicas: int = 1,
+        retention_s: float | None = None,
     ) -> None:
+        if retention_s is not None and retention_s <= 0:
+            raise ConfigurationError(f"JobQueue: retention_s must be > 0, got {retention_s}")
         if lease_s <= 0 or max_attempts < 1 or result_inline_max_bytes < 0:
             raise ConfigurationError("JobQueue: lease_s must be > 0, max_attempts >= 1, result_inline_max_bytes >= 0")
         validate_subject(event_prefix, "event prefix")
@@ -108,6 +124,7 @@ class JobQueue(Generic[P], ConnectionOwner):
             event_prefix=event_prefix,
             source=source,
             result_inline_max_bytes=result_inline_max_bytes,
+            retention_s=retention_s,
         )
         self._started = False
 
@@ -162,6 +179,7 @@ class JobQueue(Generic[P], ConnectionOwner):
         max_attempts: int | None = None,
         timeout_s: float | None = None,
         priority: Priority = "normal",
+        retention_s: float | None = None,
     ) -> JobHandle:
         """Queue a job for ``worker`` and return its id as a :class:`JobHandle` (a ``str``).
 
@@ -177,13 +195,17 @@ class JobQueue(Generic[P], ConnectionOwner):
             max_attempts: attempts for this job (default: the worker's policy).
             timeout_s: per-attempt timeout for this job (default: the worker's).
             priority: ``high``, ``normal`` or ``low``; workers take higher ones first.
+            retention_s: delete the job this long after it ends (default: the worker's, else the queue's).
 
         Raises:
-            SerializationError: the payload is not JSON-able or does not match ``payload_type``.
+            SerializationError: the payload is not JSON-able, does not match ``payload_type``, or
+                does not match the schema the running workers of ``worker`` advertise (nothing
+                is queued then). With no worker serving ``worker`` it is queued and a warning logged.
         """
         validate_token(worker, "worker name")
         _check_priority(priority)
         value = self._payload_value(payload)
+        await self.engine.registry.check_payload(worker, value)
         run_at_ms = _run_at_ms(delay_s, run_at)
         if max_attempts is not None and max_attempts < 1:
             raise ConfigurationError(f"max_attempts must be >= 1, got {max_attempts}")
@@ -202,6 +224,7 @@ class JobQueue(Generic[P], ConnectionOwner):
                 idempotency_key=idempotency_key,
                 timeout_s=timeout_s,
                 priority=priority,
+                retention_s=retention_s,
                 updated_at=now,
             )
 
@@ -223,6 +246,8 @@ class JobQueue(Generic[P], ConnectionOwner):
         values = [self._payload_value(p) for p in payloads]
         if not values:
             return []
+        for value in values:
+            await self.engine.registry.check_payload(worker, value)
 
         def build(ids: builtins.list[str], now: int) -> builtins.list[Job]:
             return [
@@ -410,6 +435,34 @@ class JobQueue(Generic[P], ConnectionOwner):
             except ValidationError as exc:
                 log.warning("job.schedule_undecodable", reason=str(exc)[:200])
         return found
+
+    async def workers(self, worker: str = "*") -> builtins.list[WorkerInfo]:
+        """The running worker instances of this queue (of ``worker`` only, if given)."""
+        if worker != "*":
+            validate_token(worker, "worker name")
+        return await self.engine.registry.workers(worker)
+
+    async def purge(
+        self,
+        *,
+        state: JobState | str | None = None,
+        older_than_s: float | None = None,
+        worker: str | None = None,
+    ) -> int:
+        """Delete finished jobs now (all final states, or ``state``), their results and checkpoints with them.
+
+        Only complete, failed, dead and cancelled jobs are deleted; ``older_than_s`` keeps those
+        that ended more recently; ``counts()`` stays exact (each deletion is counted). Reads every
+        record once. Returns how many jobs were deleted.
+        """
+        if state is not None and JobState(state) not in FINISHED_STATES:
+            raise ConfigurationError(f"only finished jobs can be purged, not {JobState(state).value!r} ones")
+        if older_than_s is not None and older_than_s < 0:
+            raise ConfigurationError(f"older_than_s must be >= 0, got {older_than_s}")
+        states = frozenset({JobState(state)}) if state is not None else FINISHED_STATES
+        jobs = [job async for job in self.engine.store.scan()]
+        older_than_ms = None if older_than_s is None else int(older_than_s * 1000)
+        return await self.engine.retention.purge(states=states, older_than_ms=older_than_ms, worker=worker, jobs=jobs)
 
     async def list(self, status: JobState | str | None = None, *, worker: str | None = None) -> builtins.list[Job]:
         """Jobs (all, or those in state ``status`` / for ``worker``), oldest id first.

@@ -33,6 +33,7 @@ from pydantic import ValidationError
 from shipkit.errors import LeaseLostError, SerializationError, ShipkitError
 from shipkit.jobs._lease import Lease
 from shipkit.jobs._pull import Puller
+from shipkit.jobs._registry import info_for
 from shipkit.jobs._retry import TRANSIENT_ERRORS, retry_transient
 from shipkit.jobs.context import JobContext
 from shipkit.jobs.models import now_ms, served_priorities
@@ -137,6 +138,8 @@ class JobWorker:
             expires_s=self._pull_expires_s,
         )
         self._puller.start()
+        await self._engine.start_expiry()  # every worker process helps delete expired jobs of its queue
+        await self._engine.registry.advertise(info_for(self.spec, self.queue.name, self._engine.instance_id))
         log.info(
             "job.worker_started", worker=self.spec.worker, concurrency=self.spec.concurrency, queue=self.queue.name
         )
@@ -148,6 +151,10 @@ class JobWorker:
             return self.stats
         self._stopping = True
         await puller.stop()
+        try:
+            await self._engine.registry.withdraw(self.spec.worker, self._engine.instance_id)
+        except ShipkitError as exc:  # the entry expires with the registry's TTL anyway
+            log.warning("job.registry_withdraw_failed", worker=self.spec.worker, error=str(exc))
         if self._tasks and graceful_timeout_s > 0:
             await asyncio.wait(set(self._tasks), timeout=graceful_timeout_s)
         if self._leases:
@@ -191,6 +198,7 @@ class JobWorker:
         try:
             lease = await self._claim(msg)
             if lease is not None:
+                lease.retention_s = self.spec.retention_s
                 self._leases[lease.job.id] = lease
                 try:
                     await self._settle(lease, await self._run(lease))
