@@ -10,6 +10,8 @@ calls one queue method and prints a table (or JSON with ``--json``)::
     shipkit jobs retry JOB-001
     shipkit jobs counts --json
     shipkit jobs wait JOB-001 --timeout 600
+    shipkit jobs purge --state complete --older-than 7d
+    shipkit jobs workers
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import structlog
 
 from shipkit.config import NatsConfig, default_nats_url
 from shipkit.errors import ShipkitError
-from shipkit.jobs.models import PRIORITIES, Job, JobState, Priority
+from shipkit.jobs.models import FINISHED_STATES, PRIORITIES, Job, JobState, Priority, WorkerInfo
 from shipkit.jobs.queue import JobQueue
 
 __all__ = ["jobs"]
@@ -267,3 +269,67 @@ def schedules(nats_url: str | None, queue_name: str, prefix: str, as_json: bool)
         upcoming = item.next_run()
         rows.append([item.name, item.cron, item.worker, upcoming.isoformat() if upcoming else "-"])
     click.echo(_table(["name", "cron", "worker", "next run"], rows))
+
+
+_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _duration_s(text: str) -> float:
+    """``90``, ``90s``, ``15m``, ``12h``, ``7d``, ``2w`` as seconds."""
+    unit = text[-1:].lower()
+    number = text[:-1] if unit in _UNITS_S else text
+    try:
+        value = float(number)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a duration like 90s, 15m, 12h or 7d", param_hint="--older-than")
+    if value < 0:
+        raise click.BadParameter(f"{text!r} is negative", param_hint="--older-than")
+    return value * _UNITS_S.get(unit, 1)
+
+
+@jobs.command("purge")
+@click.option("--state", type=click.Choice([s.value for s in FINISHED_STATES]), default=None, help="Only this state.")
+@click.option("--older-than", "older_than", default=None, help="Only jobs that ended before this long ago (7d, 12h).")
+@click.option("--worker", default=None, help="Only jobs for this worker.")
+@_common
+def purge(
+    state: str | None,
+    older_than: str | None,
+    worker: str | None,
+    nats_url: str | None,
+    queue_name: str,
+    prefix: str,
+    as_json: bool,
+) -> None:
+    """Delete finished jobs (complete, failed, dead, cancelled) with their results; print how many."""
+    older_than_s = _duration_s(older_than) if older_than is not None else None
+    deleted = _run(
+        nats_url, queue_name, prefix, lambda q: q.purge(state=state, older_than_s=older_than_s, worker=worker)
+    )
+    if as_json:
+        _echo_json({"deleted": deleted})
+    else:
+        click.echo(f"deleted {deleted} job{'s' if deleted != 1 else ''}")
+
+
+@jobs.command("workers")
+@_common
+def workers(nats_url: str | None, queue_name: str, prefix: str, as_json: bool) -> None:
+    """Running job workers: name, instances, concurrency, priority levels."""
+    found = _run(nats_url, queue_name, prefix, lambda q: q.workers())
+    if as_json:
+        _echo_json([info.model_dump(mode="json") for info in found])
+        return
+    by_name: dict[str, list[WorkerInfo]] = {}
+    for info in found:
+        by_name.setdefault(info.worker, []).append(info)
+    rows = [
+        [name, str(len(infos)), str(sum(i.concurrency for i in infos)), str(infos[0].priority_levels), _schema(infos)]
+        for name, infos in sorted(by_name.items())
+    ]
+    click.echo(_table(["worker", "instances", "concurrency", "priorities", "payload"], rows))
+
+
+def _schema(infos: list[WorkerInfo]) -> str:
+    schema = infos[0].payload_schema
+    return _short(schema.get("title") or schema.get("type") or "any JSON")

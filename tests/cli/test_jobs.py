@@ -11,7 +11,7 @@ import structlog
 from click.testing import CliRunner, Result
 
 from shipkit.cli.jobs import jobs
-from shipkit.jobs import JobQueue
+from shipkit.jobs import JobQueue, JobWorker, JobWorkerSpec
 
 
 @pytest.fixture(autouse=True)
@@ -108,3 +108,29 @@ def test_wait_prints_the_end_state_and_exits_by_it(shipkit_nats_url: str) -> Non
     run(shipkit_nats_url, "cancel", "JOB-002")
     cancelled = run(shipkit_nats_url, "wait", "JOB-002", "--json")
     assert cancelled.exit_code == 1 and json.loads(cancelled.stdout)["state"] == "cancelled"
+
+
+def test_purge_and_workers(shipkit_nats_url: str) -> None:
+    """purge deletes finished jobs by state and age; workers lists the running workers; bad input is refused."""
+
+    async def with_worker() -> str:
+        async def echo(payload: int) -> int:
+            return payload
+
+        async with JobQueue(shipkit_nats_url) as queue:
+            async with JobWorker(queue, JobWorkerSpec.from_function(echo, worker="echo", concurrency=3)):
+                listed = await asyncio.to_thread(run, shipkit_nats_url, "workers")  # the CLI runs its own loop
+                args = ["submit", "echo", '"many"', "--nats-url", shipkit_nats_url]
+                refused = await asyncio.to_thread(CliRunner().invoke, jobs, args)
+                assert refused.exit_code == 1 and "expected integer, got string" in refused.output
+            return listed.stdout
+
+    run(shipkit_nats_url, "submit", "w", "1")
+    run(shipkit_nats_url, "cancel", "JOB-001")
+    assert run(shipkit_nats_url, "purge", "--older-than", "7d").stdout.strip() == "deleted 0 jobs"
+    assert run(shipkit_nats_url, "purge", "--state", "cancelled", "--json").stdout.strip() == '{\n  "deleted": 1\n}'
+    bad = CliRunner().invoke(jobs, ["purge", "--older-than", "soon", "--nats-url", shipkit_nats_url])
+    assert bad.exit_code == 2 and "not a duration" in bad.output
+    table = asyncio.run(with_worker()).splitlines()
+    assert table[0].split() == ["WORKER", "INSTANCES", "CONCURRENCY", "PRIORITIES", "PAYLOAD"]
+    assert table[1].split() == ["echo", "1", "3", "3", "integer"]
