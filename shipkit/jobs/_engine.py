@@ -88,6 +88,8 @@ class JobEngine:
         source: str,
         result_inline_max_bytes: int,
         retention_s: float | None = None,
+        progress_interval_s: float = 0.25,
+        progress_events: bool = True,
     ) -> None:
         self.connection = connection
         self.retention_s = retention_s
@@ -108,6 +110,7 @@ class JobEngine:
             events=events is not None,
             event_prefix=event_prefix,
             source=source,
+            progress_events=progress_events,
         )
         self.leases = LeaseKeeper(connection, self.store, layout.cancel_filter)
         self.results = ResultStore(connection, layout, inline_max_bytes=result_inline_max_bytes)
@@ -125,6 +128,7 @@ class JobEngine:
             queue_name=layout.name,
             retention=self.retention,
             default_retention_s=retention_s,
+            progress_interval_s=progress_interval_s,
         )
         self._claim_locks: dict[str, asyncio.Lock] = {}
         self._expirer: Puller | None = None

@@ -29,6 +29,7 @@ from shipkit.jobs._dispatch_stream import DispatchBody
 from shipkit.jobs._events import Announcer
 from shipkit.jobs._ids import IdAllocator
 from shipkit.jobs._lease import Lease, LeaseKeeper
+from shipkit.jobs._progress import ProgressCoalescer
 from shipkit.jobs._results import ResultStore
 from shipkit.jobs._retention import Retention
 from shipkit.jobs._store import NEW, JobStore
@@ -57,8 +58,10 @@ class Holder:
         queue_name: str = "",
         retention: Retention | None = None,
         default_retention_s: float | None = None,
+        progress_interval_s: float = 0.25,
     ) -> None:
         self.queue_name = queue_name
+        self._progress = ProgressCoalescer(self._write_progress, progress_interval_s)
         self._retention = retention
         self._default_retention_s = default_retention_s
         self._store = store
@@ -193,7 +196,12 @@ class Holder:
         lease.job, lease.revision = written.after, written.revision
         return written.after
 
+    def forget(self, lease: Lease) -> None:
+        """Drop a lease's pending progress (its job is no longer held here)."""
+        self._progress.forget(lease)
+
     def _lose(self, lease: Lease) -> None:
+        self._progress.forget(lease)
         self._keeper.discard(lease)
         self._announced.pop(_claim_key(lease.job), None)
         lease.signal("lost")
@@ -213,6 +221,7 @@ class Holder:
         elif lease.job.state is not JobState.RUNNING or lease.settled is not None:
             raise LeaseLostError(f"job {lease.job.id}: attempt {lease.attempt} was already settled here")
         else:
+            await self._progress.settle(lease)  # the last progress report is stored before the outcome
             claim = _claim_key(lease.job)
             job = await self.write(lease, change)
             lease.settled = event
@@ -279,8 +288,15 @@ class Holder:
         return job
 
     async def progress(self, lease: Lease, fraction: float, message: str | None) -> Job:
+        """Report progress: written now, or (inside the coalescing interval) soon; the last one always."""
         if not 0.0 <= fraction <= 1.0:
             raise ConfigurationError(f"progress must be between 0 and 1, got {fraction}")
+        if lease.cancel_reason == "lost":
+            raise LeaseLostError(f"job {lease.job.id}: attempt {lease.attempt} is no longer held here")
+        await self._progress.report(lease, fraction, message)
+        return lease.job
+
+    async def _write_progress(self, lease: Lease, fraction: float, message: str | None) -> Job:
         now = now_ms()
         job = await self.write(lease, lambda j: step.progressed(j, fraction=fraction, message=message, now=now))
         await self.heartbeat(lease)

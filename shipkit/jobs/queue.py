@@ -84,6 +84,9 @@ class JobQueue(Generic[P], ConnectionOwner):
         retention_s: finished jobs are deleted this long after they end, unless the job or its
             worker says otherwise (None: kept until purged). Expiry runs in the processes that
             run a :class:`JobWorker` of the queue.
+        progress_interval_s: a running job's progress is written at most this often (the last
+            report always; 0: every report).
+        progress_events: publish ``job.progress`` events (the record is updated either way).
     """
 
     def __init__(
@@ -105,7 +108,11 @@ class JobQueue(Generic[P], ConnectionOwner):
         storage: StorageType = "file",
         replicas: int = 1,
         retention_s: float | None = None,
+        progress_interval_s: float = 0.25,
+        progress_events: bool = True,
     ) -> None:
+        if progress_interval_s < 0:
+            raise ConfigurationError(f"JobQueue: progress_interval_s must be >= 0, got {progress_interval_s}")
         if retention_s is not None and retention_s <= 0:
             raise ConfigurationError(f"JobQueue: retention_s must be > 0, got {retention_s}")
         if lease_s <= 0 or max_attempts < 1 or result_inline_max_bytes < 0:
@@ -125,6 +132,8 @@ class JobQueue(Generic[P], ConnectionOwner):
             source=source,
             result_inline_max_bytes=result_inline_max_bytes,
             retention_s=retention_s,
+            progress_interval_s=progress_interval_s,
+            progress_events=progress_events,
         )
         self._started = False
 

@@ -208,6 +208,7 @@ class JobWorker:
                     # no answer in time, or failed): stop renewing it, so the server redelivers the
                     # message after the lease and the job is resumed or retried, never left running.
                     self._engine.leases.discard(lease)
+                    self._engine.holder.forget(lease)
         except ShipkitError as exc:  # unsettled: the message comes back after its lease
             log.error("job.claim_failed", worker=self.spec.worker, subject=msg.subject, error=str(exc))
         except Exception:  # a bug: log it, the message comes back after its lease
