@@ -281,7 +281,8 @@ def _duration_s(text: str) -> float:
     try:
         value = float(number)
     except ValueError:
-        raise click.BadParameter(f"{text!r} is not a duration like 90s, 15m, 12h or 7d", param_hint="--older-than")
+        hint = f"{text!r} is not a duration like 90s, 15m, 12h or 7d"
+        raise click.BadParameter(hint, param_hint="--older-than") from None
     if value < 0:
         raise click.BadParameter(f"{text!r} is negative", param_hint="--older-than")
     return value * _UNITS_S.get(unit, 1)
