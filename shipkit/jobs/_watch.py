@@ -1,27 +1,40 @@
 """Waiting for a job to finish without polling: :func:`wait_finished`.
 
-An ordered consumer on the job's one KV subject (``deliver last per subject``) delivers the
-current record first and then every write to it, so the waiter wakes on the write that
-finishes the job; nats-py re-creates an ordered consumer after a reconnect, so a write made
-while disconnected is still seen.
+The waiter subscribes (core NATS) to the job's KV subject, so it sees every write to the record
+the moment it is published, then reads the record once. A write seen on the subject that
+finishes the job is confirmed by a direct get of the stored record (a compare-and-set the
+stream refused is still delivered to core subscribers), so only a stored end state is
+returned. No JetStream consumer is created per wait: a wait costs a subscription and two
+direct gets. Writes published while the connection was down are not seen on the subject;
+the record is therefore read again every ``RESYNC_S`` as a safety net (one direct get), which
+bounds the delay of a wait across a reconnect.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from nats.aio.msg import Msg
-from nats.js import api
 
 from shipkit import _jetstream as _js
 from shipkit.connection import ConnectionManager
-from shipkit.errors import KeyNotFoundError, NatsTimeoutError, SerializationError, translate_nats_errors
+from shipkit.errors import (
+    KeyNotFoundError,
+    NatsTimeoutError,
+    SerializationError,
+    ShipkitError,
+    translate_nats_errors,
+)
 from shipkit.jobs._layout import QueueLayout
+from shipkit.jobs._store import JobStore
 from shipkit.jobs.models import Job
+
+RESYNC_S = 2.0
 
 
 async def wait_finished(
-    connection: ConnectionManager, layout: QueueLayout, job_id: str, timeout_s: float | None
+    connection: ConnectionManager, layout: QueueLayout, store: JobStore, job_id: str, timeout_s: float | None
 ) -> Job:
     """The job's record once it is complete, failed, dead or cancelled.
 
@@ -29,42 +42,41 @@ async def wait_finished(
         KeyNotFoundError: there is no such job (or it was deleted while waiting).
         NatsTimeoutError: it did not finish within ``timeout_s`` (None: wait as long as it takes).
     """
-    found: asyncio.Future[Job] = asyncio.get_running_loop().create_future()
+    changed = asyncio.Event()
 
-    async def deliver(msg: Msg) -> None:
-        if found.done():
-            return
-        if (msg.headers or {}).get(_js.KV_OPERATION) in ("DEL", "PURGE"):
-            found.set_exception(KeyNotFoundError(f"job {job_id!r} was deleted from queue {layout.name!r}"))
+    async def on_write(msg: Msg) -> None:
+        headers = msg.headers or {}
+        if headers.get(_js.KV_OPERATION) in ("DEL", "PURGE"):
+            changed.set()
             return
         try:
-            job = Job.from_json(msg.data)
-        except SerializationError as exc:
-            found.set_exception(exc)
-            return
-        if job.is_finished:
-            found.set_result(job)
+            if Job.from_json(msg.data).is_finished:
+                changed.set()
+        except SerializationError:
+            changed.set()  # not ours to judge: the stored record decides
 
     with translate_nats_errors(f"watch job {job_id}"):
-        sub = await connection.jetstream.subscribe(
-            layout.record_subject(job_id),
-            stream=layout.kv_stream,
-            cb=deliver,
-            ordered_consumer=True,
-            deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
-        )
+        sub = await connection.client.subscribe(layout.record_subject(job_id), cb=on_write)
     try:
-        with translate_nats_errors(f"watch job {job_id}"):
-            info = await sub.consumer_info()
-        if info.num_pending == 0 and not (info.delivered and info.delivered.consumer_seq) and not found.done():
-            raise KeyNotFoundError(f"no job {job_id!r} in queue {layout.name!r}")
-        try:
-            return await asyncio.wait_for(asyncio.shield(found), timeout_s)
-        except TimeoutError:
-            raise NatsTimeoutError(f"job {job_id} did not finish within {timeout_s:g}s") from None
+        return await asyncio.wait_for(_until_finished(store, layout, job_id, changed), timeout_s)
+    except TimeoutError:
+        raise NatsTimeoutError(f"job {job_id} did not finish within {timeout_s:g}s") from None
     finally:
-        if not found.done():
-            found.cancel()
         if connection.is_connected:
-            with translate_nats_errors(f"stop watching job {job_id}"):
+            with contextlib.suppress(ShipkitError), translate_nats_errors(f"stop watching job {job_id}"):
                 await sub.unsubscribe()
+
+
+async def _until_finished(store: JobStore, layout: QueueLayout, job_id: str, changed: asyncio.Event) -> Job:
+    seen = False
+    while True:
+        changed.clear()  # before the read: a write landing after it wakes the next wait
+        found = await store.get(job_id)
+        if found is None:
+            what = "was deleted from" if seen else "is not in"
+            raise KeyNotFoundError(f"job {job_id!r} {what} queue {layout.name!r}")
+        if found[0].is_finished:
+            return found[0]
+        seen = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), RESYNC_S)

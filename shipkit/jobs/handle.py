@@ -12,7 +12,7 @@ __all__ = ["JobHandle"]
 class _Waiter(Protocol):
     async def wait(self, job_id: str, *, timeout_s: float | None = None) -> Job: ...
 
-    async def result(self, job_id: str) -> Any: ...
+    async def result_of(self, job: Job) -> Any: ...
 
 
 class JobHandle(str):
@@ -48,5 +48,4 @@ class JobHandle(str):
             JobStateError: the job ended failed, dead or cancelled (the message says which and why).
             NatsTimeoutError: it did not finish within ``timeout_s``.
         """
-        await self.wait(timeout_s=timeout_s)
-        return await self._queue.result(self)
+        return await self._queue.result_of(await self.wait(timeout_s=timeout_s))

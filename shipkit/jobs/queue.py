@@ -312,17 +312,20 @@ class JobQueue(Generic[P], ConnectionOwner):
         """
         if timeout_s is not None and timeout_s <= 0:
             raise ConfigurationError(f"timeout_s must be > 0, got {timeout_s}")
-        return await wait_finished(self.connection, self.layout, validate_job_id(job_id), timeout_s)
+        return await wait_finished(self.connection, self.layout, self.engine.store, validate_job_id(job_id), timeout_s)
 
     async def result(self, job_id: str) -> Any:
         """A completed job's result, fetched from the object store when it was stored there."""
-        job = await self._require(job_id)
+        return await self.result_of(await self._require(job_id))
+
+    async def result_of(self, job: Job) -> Any:
+        """The result of the record ``job`` (as ``wait`` returned it), from the object store if stored there."""
         if job.state is not JobState.COMPLETE:
             why = f" ({job.error})" if job.error else ""
-            raise JobStateError(f"job {job_id} is {job.state.value}, not complete: it has no result{why}")
+            raise JobStateError(f"job {job.id} is {job.state.value}, not complete: it has no result{why}")
         if job.result_ref is None:
             return job.result
-        return await self.engine.results.fetch(job_id, job.result_ref)
+        return await self.engine.results.fetch(job.id, job.result_ref)
 
     async def _require(self, job_id: str) -> Job:
         job = await self.get(job_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import structlog
 from pydantic import BaseModel
 from structlog.testing import capture_logs
 
@@ -54,9 +55,14 @@ async def test_submit_refuses_a_payload_the_workers_schema_rejects(queue: JobQue
 
 async def test_submit_to_a_name_no_worker_serves_warns_and_queues(queue: JobQueue[Any]) -> None:
     """A typo'd worker name is queued durably, with one warning naming it."""
-    with capture_logs() as logs:
-        await queue.submit({"epochs": 1}, "trainr")
-        await queue.submit({"epochs": 1}, "trainr")
+    configured = structlog.is_configured()
+    try:
+        with capture_logs() as logs:
+            await queue.submit({"epochs": 1}, "trainr")
+            await queue.submit({"epochs": 1}, "trainr")
+    finally:
+        if not configured:  # capture_logs leaves structlog "configured": later tests check that
+            structlog.reset_defaults()
     warnings = [entry for entry in logs if entry["event"] == "job.no_worker"]
     assert [w["worker"] for w in warnings] == ["trainr"]
     assert (await queue.counts()).queued == 2
