@@ -278,6 +278,7 @@ class JobEngine:
                 job_id, lambda j: step.failed(step.require_running(j, "fail"), error=error, now=now)
             )
             await self.announcer.transition(before.state.value, job, revision, "job.failed", error=error)
+            await self.retention.schedule(job, revision, job.retention_s or self.retention_s)
             return job
         before, job, revision = await self.update(
             job_id,

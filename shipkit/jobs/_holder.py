@@ -144,6 +144,8 @@ class Holder:
         await self._settle_msg(msg, "term" if job.state is JobState.DEAD else "ack")
         event = "job.dead" if job.state is JobState.DEAD else "job.cancelled"
         await self._announcer.transition(before.value, job, revision, event, error=job.error)
+        if self._retention is not None:
+            await self._retention.schedule(job, revision, job.retention_s or self._default_retention_s)
         return None
 
     async def _materialize(self, schedule: dict[str, Any], msg: Msg) -> tuple[Job, int]:
