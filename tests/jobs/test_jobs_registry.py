@@ -9,7 +9,6 @@ import structlog
 from pydantic import BaseModel
 from structlog.testing import capture_logs
 
-from shipkit._jsonschema import schema_errors
 from shipkit.errors import SerializationError
 from shipkit.jobs import JobContext, JobQueue, JobWorker, JobWorkerSpec
 
@@ -66,23 +65,3 @@ async def test_submit_to_a_name_no_worker_serves_warns_and_queues(queue: JobQueu
     warnings = [entry for entry in logs if entry["event"] == "job.no_worker"]
     assert [w["worker"] for w in warnings] == ["trainr"]
     assert (await queue.counts()).queued == 2
-
-
-def test_schema_errors_cover_pydantic_schemas() -> None:
-    """Nested models, optionals, lists and enums in pydantic's JSON schema are checked as pydantic would."""
-
-    class Inner(BaseModel):
-        name: str
-
-    class Outer(BaseModel):
-        inner: Inner
-        tags: list[str] = []
-        limit: int | None = None
-
-    schema = Outer.model_json_schema()
-    assert schema_errors({"inner": {"name": "a"}, "tags": ["x"], "limit": None}, schema) == []
-    assert schema_errors({"inner": {}, "tags": [1], "limit": "no"}, schema) == [
-        "inner.name: required",
-        "tags[0]: expected string, got integer",
-        "limit: matches none of the allowed shapes",
-    ]
