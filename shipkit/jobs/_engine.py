@@ -156,6 +156,7 @@ class JobEngine:
                     log.warning("job.give_back_failed", job_id=lease.job.id, error=str(exc))
         await self.leases.stop()
         await self._stop_expiry()
+        await self.registry.stop()
         connected = self.connection.is_connected
         if connected:
             await self.counters.flush_all()

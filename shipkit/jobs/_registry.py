@@ -86,6 +86,15 @@ class WorkerRegistry:
                 await self._task
             self._task = None
 
+    async def stop(self) -> None:
+        """Stop renewing (entries left expire with the bucket's TTL)."""
+        self._mine.clear()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     async def _renew(self) -> None:
         while True:
             await asyncio.sleep(HEARTBEAT_S)

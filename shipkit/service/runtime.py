@@ -243,6 +243,7 @@ class Runtime:
             await self._stop_intake()
             await self._exit_stack.aclose()
         finally:
+            await self._close_job_queues()
             if self._owns_connection:
                 await self.connection.close()
             reopen_registrations(self.service)
