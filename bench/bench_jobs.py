@@ -41,6 +41,7 @@ from shipkit.server import NatsServer
 RAW_STREAM = "BENCH_RAW"
 RAW_SUBJECT = "bench.raw.work"
 SERVER_PID: int | None = None  # set when this script started the server: its CPU is reported too
+LEVELS = 3  # priority levels the job workers serve (--priority-levels; 3 is the default of job_worker)
 
 
 def _cpu_s(pid: int | None) -> float:
@@ -88,7 +89,7 @@ def _quiet() -> None:
 # -- child processes ------------------------------------------------------------------------
 
 
-async def run_job_worker(url: str, queue_name: str, concurrency: int, events: bool) -> None:
+async def run_job_worker(url: str, queue_name: str, concurrency: int, events: bool, levels: int = 3) -> None:
     """A JobWorker process: echo handler, runs until stdin closes."""
 
     async def echo(payload: Any) -> Any:
@@ -96,7 +97,8 @@ async def run_job_worker(url: str, queue_name: str, concurrency: int, events: bo
 
     config = NatsConfig.from_url(url, request_timeout_s=10.0)
     async with JobQueue(config, name=queue_name, events=events) as queue:
-        worker = JobWorker(queue, JobWorkerSpec.from_function(echo, worker="bench", concurrency=concurrency))
+        spec = JobWorkerSpec.from_function(echo, worker="bench", concurrency=concurrency, priority_levels=levels)
+        worker = JobWorker(queue, spec)
         await worker.start()
         print("READY", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
@@ -151,7 +153,19 @@ async def measure_jobs(
     flag = "--events" if events else "--no-events"
     async with JobQueue(url, name=name, events=events) as queue:
         procs = [
-            spawn("--role", "worker", "--url", url, "--queue", name, "--concurrency", str(concurrency), flag)
+            spawn(
+                "--role",
+                "worker",
+                "--url",
+                url,
+                "--queue",
+                name,
+                "--concurrency",
+                str(concurrency),
+                flag,
+                "--priority-levels",
+                str(LEVELS),
+            )
             for _ in range(processes)
         ]
         try:
@@ -166,6 +180,26 @@ async def measure_jobs(
         finally:
             finish(procs)
     return elapsed, cpu
+
+
+async def latency(url: str, count: int, events: bool) -> dict[str, float]:
+    """Submit -> result visible to the submitter, one job at a time, one worker process: p50 / p90 in ms."""
+    name = f"latency{'e' if events else 'n'}"
+    flag = "--events" if events else "--no-events"
+    async with JobQueue(url, name=name, events=events) as queue:
+        procs = [spawn("--role", "worker", "--url", url, "--queue", name, flag, "--priority-levels", str(LEVELS))]
+        try:
+            await (await queue.submit({"warm": True}, "bench")).result(timeout_s=30)  # consumers, registry, caches
+            samples = []
+            for i in range(count):
+                start = time.perf_counter()
+                handle = await queue.submit({"n": i, "data": "x" * 64}, "bench")
+                await handle.result(timeout_s=30)
+                samples.append((time.perf_counter() - start) * 1000)
+        finally:
+            finish(procs)
+    samples.sort()
+    return {"p50_ms": samples[len(samples) // 2], "p90_ms": samples[int(len(samples) * 0.9)]}
 
 
 async def measure_raw(url: str, jobs: int, processes: int, run: int) -> tuple[float, dict[str, float]]:
@@ -258,17 +292,20 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--scale", type=int, default=100_000)
     parser.add_argument("--events", action=argparse.BooleanOptionalAction, default=True, help="job.* events on")
+    parser.add_argument("--priority-levels", type=int, default=3, help="priority levels the workers serve")
+    parser.add_argument("--latency", type=int, default=300, help="jobs timed one at a time (0: skip)")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-scale", action="store_true")
     args = parser.parse_args()
     _quiet()
+    global SERVER_PID, LEVELS
+    LEVELS = args.priority_levels
     if args.role == "worker":
-        await run_job_worker(args.url, args.queue, args.concurrency, args.events)
+        await run_job_worker(args.url, args.queue, args.concurrency, args.events, args.priority_levels)
         return
     if args.role == "raw":
         await run_raw_consumer(args.url, args.consumer)
         return
-    global SERVER_PID
     server = None if args.url else NatsServer().start()
     url = args.url or server.url  # type: ignore[union-attr]
     if server is not None and server._process is not None:
@@ -286,6 +323,10 @@ async def main() -> None:
                     f"ratio {row['ratio']:.2f}",
                     flush=True,
                 )
+        if args.latency:
+            row = await latency(url, args.latency, args.events)
+            print(f"submit -> result, one at a time ({args.latency} jobs): p50 {row['p50_ms']:.2f} ms, "
+                  f"p90 {row['p90_ms']:.2f} ms", flush=True)  # fmt: skip
         if not args.skip_scale:
             for queued in (100, args.scale):
                 row = await scale(url, queued)

@@ -21,6 +21,13 @@ And :func:`run_service`, which starts a service's runtime in-process against a r
         async with run_service(service, shipkit_connection):
             item = await shipkit_client.request("kanban.create", {"title": "x"})
 
+And :func:`run_job`, which runs one job worker function with a real ``JobContext``
+(progress, checkpoints, ``resume_from``, retries) on a throw-away queue of the test's server::
+
+    async def test_train(shipkit_connection):
+        job = await run_job(train, {"epochs": 3}, shipkit_connection, resume_from={"epoch": 2})
+        assert job.result == {"epochs_run": 1}
+
 A server starts in a few tens of milliseconds, so isolation per test costs little and tests
 never share streams or buckets by accident.
 """
@@ -37,12 +44,14 @@ from nats.aio.client import Client as NatsClient
 
 from shipkit.config import NatsConfig
 from shipkit.connection import ConnectionManager, ProvisionMode
+from shipkit.jobs.testing import run_job
 from shipkit.server import NatsServer
 from shipkit.service.app import Service
 from shipkit.service.client import Client
 from shipkit.service.runtime import Runtime
 
 __all__ = [
+    "run_job",
     "run_service",
     "shipkit_client",
     "shipkit_config",

@@ -9,6 +9,9 @@ calls one queue method and prints a table (or JSON with ``--json``)::
     shipkit jobs cancel JOB-001
     shipkit jobs retry JOB-001
     shipkit jobs counts --json
+    shipkit jobs wait JOB-001 --timeout 600
+    shipkit jobs purge --state complete --older-than 7d
+    shipkit jobs workers
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import structlog
 from shipkit.cli._connection_options import connection_options
 from shipkit.config import NatsConfig
 from shipkit.errors import ShipkitError
-from shipkit.jobs.models import Job, JobState
+from shipkit.jobs.models import FINISHED_STATES, PRIORITIES, Job, JobState, Priority, WorkerInfo
 from shipkit.jobs.queue import JobQueue
 
 __all__ = ["jobs"]
@@ -164,6 +167,7 @@ def show(job_id: str, nats_config: NatsConfig, queue_name: str, prefix: str, as_
 @click.option("--delay", "delay_s", type=float, default=None, help="Run no earlier than this many seconds from now.")
 @click.option("--idempotency-key", default=None, help="Submit at most once per key.")
 @click.option("--max-attempts", type=int, default=None, help="Attempts for this job.")
+@click.option("--priority", type=click.Choice(PRIORITIES), default="normal", show_default=True, help="Job priority.")
 @_common
 def submit(
     worker: str,
@@ -173,6 +177,7 @@ def submit(
     idempotency_key: str | None,
     max_attempts: int | None,
     nats_config: NatsConfig,
+    priority: Priority,
     queue_name: str,
     prefix: str,
     as_json: bool,
@@ -193,12 +198,33 @@ def submit(
             delay_s=delay_s,
             idempotency_key=idempotency_key,
             max_attempts=max_attempts,
+            priority=priority,
         ),
     )
     if as_json:
         _echo_json({"id": job_id})
     else:
         click.echo(job_id)
+
+
+@jobs.command("wait")
+@click.argument("job_id")
+@click.option("--timeout", "timeout_s", type=float, default=None, help="Give up after this many seconds.")
+@_common
+def wait(
+    job_id: str, timeout_s: float | None, nats_config: NatsConfig, queue_name: str, prefix: str, as_json: bool
+) -> None:
+    """Wait until a job finishes; print its end state and result. Exit 0 when complete, 1 otherwise."""
+    job = _run(nats_config, queue_name, prefix, lambda q: q.wait(job_id, timeout_s=timeout_s))
+    if as_json:
+        _echo_json(job.model_dump(mode="json"))
+    elif job.state is JobState.COMPLETE:
+        result = "(stored in the object store)" if job.result_ref is not None else json.dumps(job.result)
+        click.echo(f"{job.id}: complete {result}")
+    else:
+        click.echo(f"{job.id}: {job.state.value} {job.error or ''}".rstrip())
+    if job.state is not JobState.COMPLETE:
+        sys.exit(1)
 
 
 def _action_command(name: str, verb: str, doc: str) -> None:
@@ -245,3 +271,68 @@ def schedules(nats_config: NatsConfig, queue_name: str, prefix: str, as_json: bo
         upcoming = item.next_run()
         rows.append([item.name, item.cron, item.worker, upcoming.isoformat() if upcoming else "-"])
     click.echo(_table(["name", "cron", "worker", "next run"], rows))
+
+
+_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _duration_s(text: str) -> float:
+    """``90``, ``90s``, ``15m``, ``12h``, ``7d``, ``2w`` as seconds."""
+    unit = text[-1:].lower()
+    number = text[:-1] if unit in _UNITS_S else text
+    try:
+        value = float(number)
+    except ValueError:
+        hint = f"{text!r} is not a duration like 90s, 15m, 12h or 7d"
+        raise click.BadParameter(hint, param_hint="--older-than") from None
+    if value < 0:
+        raise click.BadParameter(f"{text!r} is negative", param_hint="--older-than")
+    return value * _UNITS_S.get(unit, 1)
+
+
+@jobs.command("purge")
+@click.option("--state", type=click.Choice([s.value for s in FINISHED_STATES]), default=None, help="Only this state.")
+@click.option("--older-than", "older_than", default=None, help="Only jobs that ended before this long ago (7d, 12h).")
+@click.option("--worker", default=None, help="Only jobs for this worker.")
+@_common
+def purge(
+    state: str | None,
+    older_than: str | None,
+    worker: str | None,
+    nats_config: NatsConfig,
+    queue_name: str,
+    prefix: str,
+    as_json: bool,
+) -> None:
+    """Delete finished jobs (complete, failed, dead, cancelled) with their results; print how many."""
+    older_than_s = _duration_s(older_than) if older_than is not None else None
+    deleted = _run(
+        nats_config, queue_name, prefix, lambda q: q.purge(state=state, older_than_s=older_than_s, worker=worker)
+    )
+    if as_json:
+        _echo_json({"deleted": deleted})
+    else:
+        click.echo(f"deleted {deleted} job{'s' if deleted != 1 else ''}")
+
+
+@jobs.command("workers")
+@_common
+def workers(nats_config: NatsConfig, queue_name: str, prefix: str, as_json: bool) -> None:
+    """Running job workers: name, instances, concurrency, priority levels."""
+    found = _run(nats_config, queue_name, prefix, lambda q: q.workers())
+    if as_json:
+        _echo_json([info.model_dump(mode="json") for info in found])
+        return
+    by_name: dict[str, list[WorkerInfo]] = {}
+    for info in found:
+        by_name.setdefault(info.worker, []).append(info)
+    rows = [
+        [name, str(len(infos)), str(sum(i.concurrency for i in infos)), str(infos[0].priority_levels), _schema(infos)]
+        for name, infos in sorted(by_name.items())
+    ]
+    click.echo(_table(["worker", "instances", "concurrency", "priorities", "payload"], rows))
+
+
+def _schema(infos: list[WorkerInfo]) -> str:
+    schema = infos[0].payload_schema
+    return _short(schema.get("title") or schema.get("type") or "any JSON")

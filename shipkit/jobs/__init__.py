@@ -7,7 +7,9 @@ them with retries, timeouts, heartbeats, progress and cancellation. See ``docs/j
 
 from shipkit.errors import JobStateError, LeaseLostError
 from shipkit.jobs.context import JobContext
-from shipkit.jobs.models import Backoff, Job, JobCounts, JobState, ResultRef
+from shipkit.jobs.events import JobEvent
+from shipkit.jobs.handle import JobHandle
+from shipkit.jobs.models import Backoff, Job, JobCounts, JobState, Priority, ResultRef, WorkerInfo
 from shipkit.jobs.queue import JobQueue
 from shipkit.jobs.schedule import CronExpression, Schedule
 from shipkit.jobs.worker import JobWorker, JobWorkerStats
@@ -19,6 +21,8 @@ __all__ = [
     "Job",
     "JobContext",
     "JobCounts",
+    "JobEvent",
+    "JobHandle",
     "JobQueue",
     "JobState",
     "JobStateError",
@@ -26,6 +30,8 @@ __all__ = [
     "JobWorkerSpec",
     "JobWorkerStats",
     "LeaseLostError",
+    "Priority",
     "ResultRef",
     "Schedule",
+    "WorkerInfo",
 ]

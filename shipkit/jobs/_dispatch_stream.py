@@ -128,14 +128,14 @@ class DispatchStream:
             self.connection, self._config, {"retention": "workqueue", "allow_msg_schedules": True}
         )
 
-    async def ensure_consumer(self, worker: str, lease_s: float) -> str:
-        """The durable pull consumer for ``worker`` with ``ack_wait = lease_s``; created or updated once."""
-        name = self._layout.consumer_name(worker)
-        if self._consumers.get(worker) == lease_s:
+    async def ensure_consumer(self, worker: str, lease_s: float, priority: str = "normal") -> str:
+        """The durable pull consumer for ``worker`` at ``priority`` with ``ack_wait = lease_s``; made once."""
+        name = self._layout.consumer_name(worker, priority)
+        if self._consumers.get(name) == lease_s:
             return name
         config = api.ConsumerConfig(
             durable_name=name,
-            filter_subject=self._layout.dispatch_subject(worker),
+            filter_subject=self._layout.dispatch_subject(worker, priority),
             ack_policy=api.AckPolicy.EXPLICIT,
             deliver_policy=api.DeliverPolicy.ALL,
             ack_wait=lease_s,
@@ -146,23 +146,22 @@ class DispatchStream:
         )
         with translate_nats_errors(f"consumer {self._layout.dispatch_stream}/{name}"):
             await self.connection.jetstream.add_consumer(self._layout.dispatch_stream, config)
-        self._consumers[worker] = lease_s
+        self._consumers[name] = lease_s
         return name
 
     async def dispatch(self, job: Job, revision: int, record: bytes | None = None) -> None:
         """Put ``job`` in its worker's queue (de-duplicated per dispatch generation)."""
-        subject = self._layout.dispatch_subject(job.worker)
+        subject = self._layout.dispatch_subject(job.worker, job.priority)
         headers = {_js.MSG_ID: f"{job.id}.{job.dispatch}"}
         await self._publisher.publish(subject, encode_dispatch(job, revision, record), headers=headers)
 
     async def dispatch_many(self, jobs: list[Job], revisions: list[int], records: list[bytes]) -> None:
         """:meth:`dispatch` for many jobs, pipelined (``records``: their ``to_json()``, made once)."""
-        subjects: dict[str, str] = {}
+        subjects: dict[tuple[str, str], str] = {}
         messages: list[tuple[str, bytes, dict[str, str] | None]] = []
         for job, revision, record in zip(jobs, revisions, records, strict=True):
-            subject = subjects.get(job.worker) or subjects.setdefault(
-                job.worker, self._layout.dispatch_subject(job.worker)
-            )
+            key = (job.worker, job.priority)
+            subject = subjects.get(key) or subjects.setdefault(key, self._layout.dispatch_subject(*key))
             messages.append((subject, encode_dispatch(job, revision, record), {_js.MSG_ID: f"{job.id}.{job.dispatch}"}))
         await self._publisher.publish_many(messages)
 
@@ -171,7 +170,7 @@ class DispatchStream:
         subject = self._layout.schedule_subject(job.id)
         headers = {
             SCHEDULE: at_header(run_at_ms),
-            SCHEDULE_TARGET: self._layout.dispatch_subject(job.worker),
+            SCHEDULE_TARGET: self._layout.dispatch_subject(job.worker, job.priority),
             _js.MSG_ID: f"{job.id}.{job.dispatch}.at",
         }
         await self._publisher.publish(subject, encode_dispatch(job, revision), headers=headers)
@@ -207,8 +206,16 @@ class DispatchStream:
         )
         return [loads(data, f"schedule {subject}") for subject, data in sorted(raw.items())]
 
-    async def pull_one(self, worker: str, lease_s: float) -> Msg | None:
-        """The next message for ``worker`` if one is queued now, else None (never waits for one).
+    async def pull_one(self, worker: str, lease_s: float, priorities: tuple[str, ...] = ("normal",)) -> Msg | None:
+        """The next message for ``worker`` if one is queued now (highest priority first), else None."""
+        for priority in priorities:
+            msg = await self._pull_level(worker, lease_s, priority)
+            if msg is not None:
+                return msg
+        return None
+
+    async def _pull_level(self, worker: str, lease_s: float, priority: str) -> Msg | None:
+        """The next message for ``worker`` at ``priority`` if one is queued now, else None (never waits).
 
         nats-server sends the PubAck of a publish *before* the stream's consumers are signalled
         of the new message (asynchronously), so a ``no_wait`` pull right after a PubAck can
@@ -218,7 +225,7 @@ class DispatchStream:
         past the consumer's last delivered sequence, it is pulled again, this time letting the
         server wait (briefly) until the consumer has been signalled.
         """
-        consumer = await self.ensure_consumer(worker, lease_s)
+        consumer = await self.ensure_consumer(worker, lease_s, priority)
         stream = self._layout.dispatch_stream
         request = PULL_NO_WAIT
         for _ in range(PULL_ATTEMPTS):
@@ -228,7 +235,7 @@ class DispatchStream:
             with translate_nats_errors(f"consumer info {stream}/{consumer}"):
                 info, last = await asyncio.gather(
                     self.connection.jetstream.consumer_info(stream, consumer),
-                    _js.direct_get_last(self._publisher, stream, self._layout.dispatch_subject(worker)),
+                    _js.direct_get_last(self._publisher, stream, self._layout.dispatch_subject(worker, priority)),
                 )
             if last is None or last[1] <= info.delivered.stream_seq:
                 return None  # everything on the subject was delivered already (held, or being settled)

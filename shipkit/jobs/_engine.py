@@ -14,6 +14,8 @@ nothing reaches into another class's private parts::
     ├── announcer   Announcer            counts and ``job.*`` events of every transition
     ├── leases      LeaseKeeper          renews held jobs, relays cancellations
     ├── results     ResultStore          inline or object-store results
+    ├── retention   Retention            expiry of finished jobs, purge
+    ├── registry    WorkerRegistry       running workers, their payload schemas
     └── holder      Holder               claims and settles the jobs this process holds
 
 Operations on jobs this process does not hold (an operator's cancel, a seed-style
@@ -28,6 +30,8 @@ import socket
 import uuid
 from collections.abc import Callable
 
+from nats.aio.msg import Msg
+
 import shipkit.jobs._transitions as step
 from shipkit import _tracing
 from shipkit._publish import PipelinedPublisher
@@ -40,15 +44,20 @@ from shipkit.jobs._holder import Holder
 from shipkit.jobs._ids import IdAllocator, validate_job_id
 from shipkit.jobs._layout import QueueLayout
 from shipkit.jobs._lease import LeaseKeeper
+from shipkit.jobs._pull import Puller
+from shipkit.jobs._registry import WorkerRegistry
 from shipkit.jobs._results import ResultStore
+from shipkit.jobs._retention import EXPIRE_WORKER, Retention
 from shipkit.jobs._retry import TRANSIENT_ERRORS
 from shipkit.jobs._store import ADJUST, NEW, Counters, JobStore
-from shipkit.jobs.models import Backoff, Job, JobCounts, JobState, now_ms
+from shipkit.jobs.models import PRIORITIES, Backoff, Job, JobCounts, JobState, now_ms
 from shipkit.logging import get_logger
 
 log = get_logger(__name__)
 
 _BULK_CHUNK = 256
+_EXPIRY_LEASE_S = 30.0
+_EXPIRY_CONCURRENCY = 16
 _GIVE_BACK_ERRORS: tuple[type[ShipkitError], ...] = (JobStateError, *TRANSIENT_ERRORS)
 
 
@@ -79,8 +88,12 @@ class JobEngine:
         event_prefix: str,
         source: str,
         result_inline_max_bytes: int,
+        retention_s: float | None = None,
+        progress_interval_s: float = 0.25,
+        progress_events: bool = True,
     ) -> None:
         self.connection = connection
+        self.retention_s = retention_s
         self.layout = layout
         self.max_attempts = max_attempts
         self.backoff = backoff
@@ -99,9 +112,12 @@ class JobEngine:
             events=events is not None,
             event_prefix=event_prefix,
             source=source,
+            progress_events=progress_events,
         )
         self.leases = LeaseKeeper(connection, self.store, layout.cancel_filter)
         self.results = ResultStore(connection, layout, inline_max_bytes=result_inline_max_bytes)
+        self.registry = WorkerRegistry(connection, layout, self.publisher)
+        self.retention = Retention(layout, self.store, self.counters, self.results, self.dispatch, self.publisher)
         self.holder = Holder(
             store=self.store,
             ids=self.ids,
@@ -111,8 +127,14 @@ class JobEngine:
             publisher=self.publisher,
             instance_id=self.instance_id,
             default_max_attempts=max_attempts,
+            queue_name=layout.name,
+            retention=self.retention,
+            default_retention_s=retention_s,
+            progress_interval_s=progress_interval_s,
         )
         self._claim_locks: dict[str, asyncio.Lock] = {}
+        self._expirer: Puller | None = None
+        self._expiring: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -135,10 +157,42 @@ class JobEngine:
                 except _GIVE_BACK_ERRORS as exc:  # one job's give-back failing must not skip the rest
                     log.warning("job.give_back_failed", job_id=lease.job.id, error=str(exc))
         await self.leases.stop()
+        await self._stop_expiry()
+        await self.registry.stop()
         connected = self.connection.is_connected
         if connected:
             await self.counters.flush_all()
         await self.publisher.stop(drain_s=5.0 if connected else 0.0)
+
+    async def start_expiry(self) -> None:
+        """Take fired expiries of finished jobs from the shared ``_expire`` consumer (once per process)."""
+        if self._expirer is not None:
+            return
+        consumer = await self.dispatch.ensure_consumer(EXPIRE_WORKER, _EXPIRY_LEASE_S)
+        puller = Puller(self.connection, self.layout.dispatch_stream, consumer, _EXPIRY_CONCURRENCY, self._expire)
+        self._expirer = puller
+        puller.start()
+
+    def _expire(self, msg: Msg) -> None:
+        async def run() -> None:
+            try:
+                await self.retention.expire(msg)
+            except ShipkitError as exc:  # unacked: the expiry comes back after its ack wait
+                log.warning("job.expiry_failed", subject=msg.subject, error=str(exc))
+            finally:
+                if self._expirer is not None:
+                    self._expirer.release()
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._expiring.add(task)
+        task.add_done_callback(self._expiring.discard)
+
+    async def _stop_expiry(self) -> None:
+        puller, self._expirer = self._expirer, None
+        if puller is not None:
+            await puller.stop()
+        if self._expiring:
+            await asyncio.gather(*self._expiring, return_exceptions=True)
 
     async def flush(self) -> None:
         """Wait until this process's counter updates and events are confirmed by the server."""
@@ -218,7 +272,7 @@ class JobEngine:
         """Take the oldest job queued for ``worker`` and hold it here; None when there is none now."""
         async with self._claim_locks.setdefault(worker, asyncio.Lock()):
             while True:
-                msg = await self.dispatch.pull_one(worker, lease_s)
+                msg = await self.dispatch.pull_one(worker, lease_s, PRIORITIES)
                 if msg is None:
                     return None
                 lease = await self.holder.claim(msg, lease_s=lease_s, default_max_attempts=self.max_attempts)
@@ -233,6 +287,7 @@ class JobEngine:
             job_id, lambda j: step.complete(step.require_running(j, "complete"), result=value, result_ref=ref, now=now)
         )
         await self.announcer.transition(before.state.value, job, revision, "job.complete")
+        await self.retention.schedule(job, revision, job.retention_s or self.retention_s)
         return job
 
     async def fail_elsewhere(self, job_id: str, error: str, *, retry: bool) -> Job:
@@ -243,6 +298,7 @@ class JobEngine:
                 job_id, lambda j: step.failed(step.require_running(j, "fail"), error=error, now=now)
             )
             await self.announcer.transition(before.state.value, job, revision, "job.failed", error=error)
+            await self.retention.schedule(job, revision, job.retention_s or self.retention_s)
             return job
         before, job, revision = await self.update(
             job_id,
@@ -250,6 +306,7 @@ class JobEngine:
         )
         if job.state is JobState.DEAD:
             await self.announcer.transition(before.state.value, job, revision, "job.dead", error=error)
+            await self.retention.schedule(job, revision, job.retention_s or self.retention_s)
         else:
             await self.dispatch.dispatch(job, revision)
             await self.announcer.transition(before.state.value, job, revision, "job.retrying", error=error, delay_s=0)
@@ -265,6 +322,7 @@ class JobEngine:
             if before.state is JobState.SCHEDULED:
                 await self.dispatch.unschedule(job_id)
             await self.announcer.transition(before.state.value, job, revision, "job.cancelled")
+            await self.retention.schedule(job, revision, job.retention_s or self.retention_s)
             return job
         subject = self.layout.cancel_subject(job_id)
         with translate_nats_errors(f"publish {subject}"):

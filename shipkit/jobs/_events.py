@@ -82,7 +82,9 @@ class Announcer:
         events: bool,
         event_prefix: str,
         source: str,
+        progress_events: bool = True,
     ) -> None:
+        self._progress_events = progress_events
         self._publisher = publisher
         self._counters = counters
         self._queue = queue
@@ -98,6 +100,8 @@ class Announcer:
         """
         if before != job.state.value:
             self._counters.add(before, job.state.value)
+        if event_type == "job.progress" and not self._progress_events:
+            return
         if event_type is not None and self._events:
             await self._post_event(event_type, job, extra, msg_id=f"{job.id}.{revision}.{event_type}")
 
@@ -119,6 +123,8 @@ class Announcer:
             "attempt": job.attempt,
             "max_attempts": job.max_attempts,
         }
+        if job.result_ref is not None and event_type == "job.complete":
+            payload["result_ref"] = job.result_ref.model_dump()
         if extra:
             payload.update(extra)
         subject = self._subjects.get(event_type) or f"{self._event_prefix}.{event_type}"

@@ -28,7 +28,9 @@ from shipkit.jobs._dispatch_stream import DispatchBody
 from shipkit.jobs._events import Announcer
 from shipkit.jobs._ids import IdAllocator
 from shipkit.jobs._lease import Lease, LeaseKeeper
+from shipkit.jobs._progress import ProgressCoalescer
 from shipkit.jobs._results import ResultStore
+from shipkit.jobs._retention import Retention
 from shipkit.jobs._store import NEW, JobStore
 from shipkit.jobs.models import Backoff, Job, JobState, now_ms
 from shipkit.jobs.schedule import Schedule
@@ -53,7 +55,15 @@ class Holder:
         publisher: PipelinedPublisher,
         instance_id: str,
         default_max_attempts: int,
+        queue_name: str = "",
+        retention: Retention | None = None,
+        default_retention_s: float | None = None,
+        progress_interval_s: float = 0.25,
     ) -> None:
+        self.queue_name = queue_name
+        self._progress = ProgressCoalescer(self._write_progress, progress_interval_s)
+        self._retention = retention
+        self._default_retention_s = default_retention_s
         self._store = store
         self._ids = ids
         self._results = results
@@ -134,6 +144,8 @@ class Holder:
         await self._settle_msg(msg, "term" if job.state is JobState.DEAD else "ack")
         event = "job.dead" if job.state is JobState.DEAD else "job.cancelled"
         await self._announcer.transition(before.value, job, revision, event, error=job.error)
+        if self._retention is not None:
+            await self._retention.schedule(job, revision, job.retention_s or self._default_retention_s)
         return None
 
     async def _materialize(self, schedule: dict[str, Any], msg: Msg) -> tuple[Job, int]:
@@ -186,7 +198,12 @@ class Holder:
         lease.job, lease.revision = written.after, written.revision
         return written.after
 
+    def forget(self, lease: Lease) -> None:
+        """Drop a lease's pending progress (its job is no longer held here)."""
+        self._progress.forget(lease)
+
     def _lose(self, lease: Lease) -> None:
+        self._progress.forget(lease)
         self._keeper.discard(lease)
         self._announced.pop(_claim_key(lease.job), None)
         lease.signal("lost")
@@ -206,6 +223,7 @@ class Holder:
         elif lease.job.state is not JobState.RUNNING or lease.settled is not None:
             raise LeaseLostError(f"job {lease.job.id}: attempt {lease.attempt} was already settled here")
         else:
+            await self._progress.settle(lease)  # the last progress report is stored before the outcome
             claim = _claim_key(lease.job)
             job = await self.write(lease, change)
             lease.settled = event
@@ -213,6 +231,9 @@ class Holder:
             self._announced.pop(claim, None)
         await self._settle_msg(lease.msg, ack, nak_delay_s)
         await self._announcer.transition(JobState.RUNNING.value, job, lease.revision, event, **extra)
+        if self._retention is not None and job.is_finished:
+            retention_s = job.retention_s or lease.retention_s or self._default_retention_s
+            await self._retention.schedule(job, lease.revision, retention_s)
         return job
 
     async def complete(self, lease: Lease, result: Any, *, now: int | None = None) -> Job:
@@ -269,8 +290,15 @@ class Holder:
         return job
 
     async def progress(self, lease: Lease, fraction: float, message: str | None) -> Job:
+        """Report progress: written now, or (inside the coalescing interval) soon; the last one always."""
         if not 0.0 <= fraction <= 1.0:
             raise ConfigurationError(f"progress must be between 0 and 1, got {fraction}")
+        if lease.cancel_reason == "lost":
+            raise LeaseLostError(f"job {lease.job.id}: attempt {lease.attempt} is no longer held here")
+        await self._progress.report(lease, fraction, message)
+        return lease.job
+
+    async def _write_progress(self, lease: Lease, fraction: float, message: str | None) -> Job:
         now = now_ms()
         job = await self.write(lease, lambda j: step.progressed(j, fraction=fraction, message=message, now=now))
         await self.heartbeat(lease)
@@ -278,6 +306,20 @@ class Holder:
             JobState.RUNNING.value, job, lease.revision, "job.progress", progress=fraction, message=message
         )
         return job
+
+    async def checkpoint(self, lease: Lease, state: Any) -> Job:
+        """Store ``state`` with the held job (large ones in the object store) for the next attempt."""
+        value, ref = await self._results.store(lease.job.id, state, name=f"{lease.job.id}.checkpoint")
+        now = now_ms()
+        job = await self.write(lease, lambda j: step.checkpointed(j, state=value, state_ref=ref, now=now))
+        await self.heartbeat(lease)
+        return job
+
+    async def resume_state(self, job: Job) -> Any:
+        """The checkpoint ``job`` carries (fetched when stored by reference), or None."""
+        if job.checkpoint_ref is not None:
+            return await self._results.fetch(job.id, job.checkpoint_ref)
+        return job.checkpoint
 
     async def heartbeat(self, lease: Lease) -> None:
         """Renew the lease now (the server restarts the message's ``ack_wait`` clock)."""

@@ -35,7 +35,8 @@ class QueueLayout:
       ``…cron.{schedule}`` (recurring schedules).
     - Counter stream ``JOBS_jobs_COUNTERS``: ``…ids`` (the id counter) and
       ``…count.{from}.{to}`` (one counter per state transition).
-    - Object bucket ``JOBS_jobs_RESULTS``: large results, one object per job id.
+    - Object bucket ``JOBS_jobs_RESULTS``: large results and checkpoints.
+    - KV bucket ``JOBS_jobs_WORKERS``: ``{worker}.{instance}`` entries of running workers.
     - Core subject ``…cancel.{id}``: live cancellation notices to running workers.
     """
 
@@ -77,6 +78,11 @@ class QueueLayout:
         return f"JOBS_{self.name}_COUNTERS"
 
     @property
+    def workers_bucket(self) -> str:
+        """The KV bucket where running workers advertise themselves."""
+        return f"JOBS_{self.name}_WORKERS"
+
+    @property
     def results_bucket(self) -> str:
         """The object bucket for results over the inline limit."""
         return f"JOBS_{self.name}_RESULTS"
@@ -89,9 +95,10 @@ class QueueLayout:
         """The KV subject of an idempotency key."""
         return f"$KV.{self.bucket}.idem.{digest}"
 
-    def dispatch_subject(self, worker: str) -> str:
-        """Where jobs for ``worker`` are dispatched."""
-        return f"{self.subject_prefix}.dispatch.{validate_token(worker, 'worker name')}"
+    def dispatch_subject(self, worker: str, priority: str = "normal") -> str:
+        """Where jobs for ``worker`` are dispatched (``normal`` on ``…dispatch.{worker}``, others below it)."""
+        base = f"{self.subject_prefix}.dispatch.{validate_token(worker, 'worker name')}"
+        return base if priority == "normal" else f"{base}.{priority}"
 
     def schedule_subject(self, job_id: str) -> str:
         """Where the ``@at`` schedule of a delayed job waits."""
@@ -129,6 +136,7 @@ class QueueLayout:
         """All cancellation notices of this queue."""
         return f"{self.subject_prefix}.cancel.*"
 
-    def consumer_name(self, worker: str) -> str:
-        """The durable pull consumer shared by every process serving ``worker``."""
-        return sanitize_consumer_name(validate_token(worker, "worker name"))
+    def consumer_name(self, worker: str, priority: str = "normal") -> str:
+        """The durable pull consumer shared by every process serving ``worker`` at ``priority``."""
+        name = sanitize_consumer_name(validate_token(worker, "worker name"))
+        return name if priority == "normal" else f"{name}_{priority}"

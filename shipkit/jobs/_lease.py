@@ -42,6 +42,7 @@ class Lease:
         lease_s: the consumer's ``ack_wait``.
         cancel_reason: why the holder should stop, once it should.
         settled: the event of the final write this holder made (a retried settlement resumes after it).
+        retention_s: the holding worker's retention for the job once finished (None: the queue's).
     """
 
     job: Job
@@ -51,6 +52,7 @@ class Lease:
     lease_s: float
     cancel_reason: CancelReason | None = None
     settled: str | None = None
+    retention_s: float | None = None
     on_cancel: Callable[[CancelReason], None] | None = field(default=None, repr=False)
 
     @property

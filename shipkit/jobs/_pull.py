@@ -5,6 +5,12 @@ and gets its own inbox subscription, so every delivery and every end-of-request 
 expired, 404/409) is attributed to its request and the promise is released exactly. A message
 that arrives when no slot is free (a late delivery after a reconnect, or after ``stop``) is
 returned at once with ``nak``. Idle workers keep one lingering request open (``expires_s``).
+
+With several consumers (priority levels, highest first) free slots are filled by a *sweep*: a
+``no_wait`` request to each level in turn, so a backlog of a higher level is taken before any
+of a lower one; only when every level is empty does the puller linger, on all levels at once
+(promising nothing: a delivery with no free slot is nak'ed), and sweeps again when something
+arrives.
 """
 
 from __future__ import annotations
@@ -26,12 +32,14 @@ log = get_logger(__name__)
 
 
 class _Request:
-    __slots__ = ("batch", "delivered", "done", "sub", "timer")
+    __slots__ = ("batch", "delivered", "done", "ended", "lingering", "sub", "timer")
 
-    def __init__(self, batch: int) -> None:
+    def __init__(self, batch: int, *, lingering: bool = False) -> None:
         self.batch = batch
+        self.lingering = lingering
         self.delivered = 0
         self.done = False
+        self.ended = asyncio.Event()
         self.sub: Subscription | None = None
         self.timer: asyncio.TimerHandle | None = None
 
@@ -41,7 +49,7 @@ class Puller:
 
     Args:
         connection: the connection manager.
-        stream / consumer: the pull consumer to read.
+        stream / consumer: the pull consumer to read (several: priority levels, highest first).
         capacity: the number of slots.
         on_message: called (synchronously) with each message; the slot is taken until
             :meth:`release` is called for it.
@@ -52,14 +60,16 @@ class Puller:
         self,
         connection: ConnectionManager,
         stream: str,
-        consumer: str,
+        consumer: str | list[str],
         capacity: int,
         on_message: Callable[[Msg], None],
         *,
         expires_s: float = 5.0,
     ) -> None:
         self.connection = connection
-        self._api_subject = _js.pull_next_subject(stream, consumer)
+        consumers = [consumer] if isinstance(consumer, str) else consumer
+        self._api_subjects = [_js.pull_next_subject(stream, name) for name in consumers]
+        self._api_subject = self._api_subjects[0]
         self._capacity = capacity
         self._on_message = on_message
         self._expires_s = expires_s
@@ -72,6 +82,9 @@ class Puller:
         self._cleanup: set[asyncio.Task[None]] = set()
         # Refill in batches once a quarter of the slots are free: fewer, larger requests.
         self._refill_at = max(1, capacity // 4)
+        # Several levels: the lingering request open per level, and whether to wait for news before sweeping.
+        self._lingering: dict[str, _Request] = {}
+        self._idle = False
 
     @property
     def busy(self) -> int:
@@ -118,9 +131,18 @@ class Puller:
                 for request in list(self._open):
                     self._close(request)
             free = self._capacity - self._busy - self._promised
-            if free >= self._refill_at or (free > 0 and not self._open):
+            single = len(self._api_subjects) == 1
+            if single:
+                wanted = free >= self._refill_at or (free > 0 and not self._open)
+            else:  # lingering requests promise nothing (extras are nak'ed): sweep whenever a slot is free
+                own = len(self._open) - len(self._lingering)  # open sweep requests
+                wanted = not self._idle and (free >= self._refill_at or (free > 0 and not own))
+            if wanted:
                 try:
-                    await self._request(free)
+                    if single:
+                        await self._request(free, self._api_subject)
+                    else:
+                        await self._sweep()
                 except ShipkitError as exc:  # disconnected: try again after a pause
                     log.warning("job.pull_failed", subject=self._api_subject, error=str(exc))
                     await asyncio.sleep(0.5)
@@ -138,26 +160,49 @@ class Puller:
         except ShipkitError:  # not connected right now
             return -1
 
-    async def _request(self, batch: int) -> None:
+    async def _sweep(self) -> None:
+        """Fill free slots level by level (highest first); linger on every level when all are empty."""
+        for subject in self._api_subjects:
+            free = self._capacity - self._busy - self._promised
+            if free <= 0 or self._stopping:
+                return
+            request = await self._request(free, subject, no_wait=True)
+            await request.ended.wait()
+            if request.delivered:
+                return  # slots were filled: the next sweep starts again from the highest level
+        if self._stopping:
+            return
+        self._idle = True  # every level is empty: wait for a delivery or an expiry before sweeping again
+        free = self._capacity - self._busy - self._promised
+        for subject in self._api_subjects:
+            if subject not in self._lingering:
+                self._lingering[subject] = await self._request(free, subject, lingering=True)
+
+    async def _request(self, batch: int, subject: str, *, no_wait: bool = False, lingering: bool = False) -> _Request:
         nc = self.connection.client
-        request = _Request(batch)
+        request = _Request(batch, lingering=lingering)
         inbox = nc.new_inbox()
 
         async def deliver(msg: Msg) -> None:
             await self._deliver(request, msg)
 
-        body = json.dumps({"batch": batch, "expires": int(self._expires_s * 1e9)}).encode()
+        wanted: dict[str, object] = {"batch": batch, "expires": int(self._expires_s * 1e9)}
+        if no_wait:
+            wanted = {"batch": batch, "no_wait": True}
+        body = json.dumps(wanted).encode()
         self._open.add(request)
-        self._promised += batch
+        if not lingering:
+            self._promised += batch
         # If the server forgets the request (a restart), its 408 never comes: give up on it then.
         request.timer = asyncio.get_running_loop().call_later(self._expires_s + 2.0, self._close, request)
         try:
-            with translate_nats_errors(f"pull {self._api_subject}"):
+            with translate_nats_errors(f"pull {subject}"):
                 request.sub = await nc.subscribe(inbox, cb=deliver)
-                await nc.publish(self._api_subject, body, reply=inbox)
+                await nc.publish(subject, body, reply=inbox)
         except ShipkitError:
             self._close(request)
             raise
+        return request
 
     async def _deliver(self, request: _Request, msg: Msg) -> None:
         if _js.status_of(msg) is not None:
@@ -174,7 +219,9 @@ class Puller:
                 log.debug("job.nak_failed", error=str(exc))
             return
         request.delivered += 1
-        self._promised -= 1
+        self._idle = False  # something arrived: the next free slot is filled by a fresh sweep
+        if not request.lingering:
+            self._promised -= 1
         self._busy += 1
         self._on_message(msg)
         if request.delivered >= request.batch:
@@ -189,7 +236,12 @@ class Puller:
         if request.done:
             return
         request.done = True
-        self._promised -= request.batch - request.delivered
+        request.ended.set()
+        if request.lingering:
+            self._lingering = {k: v for k, v in self._lingering.items() if v is not request}
+            self._idle = False
+        else:
+            self._promised -= request.batch - request.delivered
         self._open.discard(request)
         if request.timer is not None:
             request.timer.cancel()

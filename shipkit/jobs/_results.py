@@ -36,16 +36,30 @@ class ResultStore:
             replicas=layout.replicas,
         )
 
-    async def store(self, job_id: str, result: Any) -> tuple[Any, ResultRef | None]:
-        """``(inline value, None)`` or ``(None, reference)``; :class:`SerializationError` if not JSON."""
+    async def store(self, job_id: str, result: Any, *, name: str | None = None) -> tuple[Any, ResultRef | None]:
+        """``(inline value, None)`` or ``(None, reference)``; :class:`SerializationError` if not JSON.
+
+        ``name`` is the object's name when stored by reference (default: the job id; a
+        checkpoint uses ``{id}.checkpoint``, so it never overwrites the result).
+        """
         data = dumps(result)
         if len(data) <= self._inline_max:
             return pydantic_core.from_json(data), None  # the JSON value, as json.loads, faster
+        object_name = name or job_id
         bucket = await self.connection.ensure_object_store(self._config)
-        with translate_nats_errors(f"put result {self._config.bucket}/{job_id}"):
-            await bucket.put(job_id, data)
+        with translate_nats_errors(f"put result {self._config.bucket}/{object_name}"):
+            await bucket.put(object_name, data)
         digest = hashlib.sha256(data).hexdigest()
-        return None, ResultRef(bucket=self._config.bucket, name=job_id, size=len(data), sha256=digest)
+        return None, ResultRef(bucket=self._config.bucket, name=object_name, size=len(data), sha256=digest)
+
+    async def delete(self, ref: ResultRef) -> None:
+        """Remove a stored object (a no-op when it is gone already)."""
+        bucket = await self.connection.ensure_object_store(self._config)
+        with translate_nats_errors(f"delete {ref.bucket}/{ref.name}"):
+            try:
+                await bucket.delete(ref.name)
+            except js_errors.NotFoundError:
+                return
 
     async def fetch(self, job_id: str, ref: ResultRef) -> Any:
         """A stored result, checked against its SHA-256."""

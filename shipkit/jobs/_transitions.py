@@ -99,6 +99,11 @@ def progressed(job: Job, *, fraction: float, message: str | None, now: int) -> J
     return job.evolve(progress=fraction, progress_message=message, updated_at=now)
 
 
+def checkpointed(job: Job, *, state: Any, state_ref: ResultRef | None, now: int) -> Job:
+    """The holder stored a checkpoint: the next attempt resumes from it (kept by every later transition)."""
+    return job.evolve(checkpoint=state, checkpoint_ref=state_ref, updated_at=now)
+
+
 def complete(job: Job, *, result: Any, result_ref: ResultRef | None, now: int) -> Job:
     """The attempt succeeded."""
     return job.evolve(

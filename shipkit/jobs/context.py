@@ -3,13 +3,17 @@
 Declare a parameter named ``job`` or annotated ``JobContext`` to receive it::
 
     async def train(payload: TrainingRun, job: JobContext) -> dict[str, float]:
-        for epoch in range(payload.epochs):
+        start = job.resume_from["epoch"] if job.resume_from else 0
+        for epoch in range(start, payload.epochs):
             ...
+            await job.checkpoint({"epoch": epoch + 1})
             await job.progress((epoch + 1) / payload.epochs, f"epoch {epoch + 1}")
         return {"loss": 0.1}
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from shipkit.jobs._holder import Holder
 from shipkit.jobs._lease import Lease
@@ -29,13 +33,39 @@ class JobContext:
         holder: the engine part that settles the jobs this process holds (the worker passes its
             queue's ``engine.holder``).
         lease: the held job.
+        resume_from: the checkpoint an earlier attempt stored (the worker fetches it first).
     """
 
-    __slots__ = ("_holder", "_lease")
+    __slots__ = ("_holder", "_lease", "_resume_from")
 
-    def __init__(self, holder: Holder, lease: Lease) -> None:
+    def __init__(self, holder: Holder, lease: Lease, resume_from: Any = None) -> None:
         self._holder = holder
         self._lease = lease
+        self._resume_from = resume_from
+
+    @property
+    def resume_from(self) -> Any:
+        """The last checkpoint an earlier attempt stored, or None on a fresh start.
+
+        Set after a crash takeover, a shutdown give-back or a retry of a job that called
+        :meth:`checkpoint`; the handler skips the work it covers.
+        """
+        return self._resume_from
+
+    @property
+    def queue(self) -> str:
+        """The name of the queue the job was taken from."""
+        return self._holder.queue_name
+
+    @property
+    def payload(self) -> Any:
+        """The payload as submitted (JSON); the handler's payload parameter has it validated."""
+        return self._lease.job.payload
+
+    @property
+    def priority(self) -> str:
+        """The job's priority (``low``, ``normal`` or ``high``)."""
+        return self._lease.job.priority
 
     @property
     def id(self) -> str:
@@ -79,6 +109,18 @@ class JobContext:
             LeaseLostError: the job is no longer held by this worker.
         """
         await self._holder.progress(self._lease, fraction, message)
+
+    async def checkpoint(self, state: Any) -> None:
+        """Store ``state`` (any JSON value) with the job: a later attempt sees it as ``resume_from``.
+
+        Small states go into the job record, large ones (over the queue's inline limit) into its
+        object store; each call replaces the previous checkpoint and renews the lease.
+
+        Raises:
+            SerializationError: ``state`` is not JSON-able.
+            LeaseLostError: the job is no longer held by this worker.
+        """
+        await self._holder.checkpoint(self._lease, state)
 
     async def heartbeat(self) -> None:
         """Renew the lease now (only needed if the event loop is blocked for long stretches)."""

@@ -28,16 +28,37 @@ from shipkit.errors import SerializationError
 
 __all__ = [
     "FINISHED_STATES",
+    "MAX_PRIORITY_LEVELS",
+    "MIN_PRIORITY_LEVELS",
+    "PRIORITIES",
     "Backoff",
     "Job",
     "JobCounts",
     "JobState",
+    "Priority",
     "ResultRef",
     "SeedStatus",
+    "WorkerInfo",
     "now_ms",
+    "served_priorities",
 ]
 
 SeedStatus = Literal["queued", "running", "complete", "failed"]
+
+Priority = Literal["low", "normal", "high"]
+"""A job's priority: every worker serving several levels takes ``high`` before ``normal`` before ``low``."""
+
+PRIORITIES: tuple[Priority, ...] = ("high", "normal", "low")
+"""The levels, highest first."""
+
+MIN_PRIORITY_LEVELS = 1  # a worker serving only ``normal`` (one consumer: the fastest path)
+MAX_PRIORITY_LEVELS = len(PRIORITIES)
+
+
+def served_priorities(levels: int) -> tuple[Priority, ...]:
+    """The priorities a worker with ``levels`` levels serves, highest first (1: normal; 2: +high; 3: +low)."""
+    served: dict[int, tuple[Priority, ...]] = {1: ("normal",), 2: ("high", "normal")}
+    return served.get(levels, PRIORITIES)
 
 
 def now_ms() -> int:
@@ -124,6 +145,10 @@ class Job(BaseModel):
         dispatch: generation of the dispatch message (stale messages are dropped).
         dispatch_seq: stream sequence of the message the current attempt was claimed from.
         claimed_from: the state the current attempt was claimed from.
+        priority: ``low``, ``normal`` or ``high``.
+        checkpoint: the last ``job.checkpoint(state)`` stored inline (see ``checkpoint_ref``).
+        checkpoint_ref: where a checkpoint too large to store inline lives.
+        retention_s: the record is deleted this long after the job finished (None: kept).
         trace_context: the submitter's W3C trace context (``traceparent``, ``tracestate``,
             ``baggage``) when tracing is on, so attempts in any process join the submit's trace.
     """
@@ -157,6 +182,10 @@ class Job(BaseModel):
     dispatch: int = 1
     dispatch_seq: int | None = None
     claimed_from: JobState | None = None
+    priority: Priority = "normal"
+    checkpoint: Any = None
+    checkpoint_ref: ResultRef | None = None
+    retention_s: float | None = None
     # left out of the JSON when absent, so records written without tracing stay byte-for-byte as before
     trace_context: dict[str, str] | None = Field(default=None, exclude_if=lambda value: value is None)
 
@@ -257,3 +286,27 @@ class JobCounts:
             self.complete,
             self.failed + self.cancelled + self.dead,
         )
+
+
+class WorkerInfo(BaseModel):
+    """One running worker instance as it advertises itself.
+
+    Attributes:
+        worker: the worker name it serves.
+        queue: the queue's name.
+        instance: the process's holder id (``host:pid:random``).
+        concurrency: jobs it runs at once.
+        priority_levels: priority levels it serves.
+        payload_schema: the JSON schema of the payloads it accepts.
+        started_at: Unix ms when it started.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    worker: str
+    queue: str
+    instance: str
+    concurrency: int
+    priority_levels: int = 3
+    payload_schema: dict[str, Any] = {}
+    started_at: int = 0

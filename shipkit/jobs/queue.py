@@ -16,7 +16,12 @@ ids and per-state counts (see :class:`~shipkit.jobs._layout.QueueLayout`).
 
 This module is the public facade: it validates arguments and delegates to the queue's one
 :class:`~shipkit.jobs._engine.JobEngine`, which wires the machinery of the private modules
-(``_store``, ``_dispatch_stream``, ``_holder``, ``_lease``, ``_events``, ``_results``).
+(``_store``, ``_dispatch_stream``, ``_holder``, ``_lease``, ``_events``, ``_results``,
+``_retention``, ``_registry``, ``_watch``).
+
+Over 450 lines on purpose: this is the queue's whole public API in one place (each method a
+docstring, argument checks and one call into the engine); splitting it would scatter what a
+reader looks up together.
 """
 
 from __future__ import annotations
@@ -37,7 +42,19 @@ from shipkit.jobs._engine import JobEngine
 from shipkit.jobs._ids import id_number, validate_job_id
 from shipkit.jobs._layout import QueueLayout
 from shipkit.jobs._lease import Lease
-from shipkit.jobs.models import Backoff, Job, JobCounts, JobState, now_ms
+from shipkit.jobs._watch import wait_finished
+from shipkit.jobs.handle import JobHandle
+from shipkit.jobs.models import (
+    FINISHED_STATES,
+    PRIORITIES,
+    Backoff,
+    Job,
+    JobCounts,
+    JobState,
+    Priority,
+    WorkerInfo,
+    now_ms,
+)
 from shipkit.jobs.schedule import CronExpression, Schedule
 from shipkit.logging import get_logger
 
@@ -69,6 +86,12 @@ class JobQueue(Generic[P], ConnectionOwner):
         source: the ``source`` of those events.
         result_inline_max_bytes: larger results go to the object store.
         storage / replicas: of the streams and buckets the queue creates.
+        retention_s: finished jobs are deleted this long after they end, unless the job or its
+            worker says otherwise (None: kept until purged). Expiry runs in the processes that
+            run a :class:`JobWorker` of the queue.
+        progress_interval_s: a running job's progress is written at most this often (the last
+            report always; 0: every report).
+        progress_events: publish ``job.progress`` events (the record is updated either way).
     """
 
     def __init__(
@@ -89,7 +112,14 @@ class JobQueue(Generic[P], ConnectionOwner):
         result_inline_max_bytes: int = 256 * 1024,
         storage: StorageType = "file",
         replicas: int = 1,
+        retention_s: float | None = None,
+        progress_interval_s: float = 0.25,
+        progress_events: bool = True,
     ) -> None:
+        if progress_interval_s < 0:
+            raise ConfigurationError(f"JobQueue: progress_interval_s must be >= 0, got {progress_interval_s}")
+        if retention_s is not None and retention_s <= 0:
+            raise ConfigurationError(f"JobQueue: retention_s must be > 0, got {retention_s}")
         if lease_s <= 0 or max_attempts < 1 or result_inline_max_bytes < 0:
             raise ConfigurationError("JobQueue: lease_s must be > 0, max_attempts >= 1, result_inline_max_bytes >= 0")
         validate_subject(event_prefix, "event prefix")
@@ -106,6 +136,9 @@ class JobQueue(Generic[P], ConnectionOwner):
             event_prefix=event_prefix,
             source=source,
             result_inline_max_bytes=result_inline_max_bytes,
+            retention_s=retention_s,
+            progress_interval_s=progress_interval_s,
+            progress_events=progress_events,
         )
         self._started = False
 
@@ -159,8 +192,10 @@ class JobQueue(Generic[P], ConnectionOwner):
         idempotency_key: str | None = None,
         max_attempts: int | None = None,
         timeout_s: float | None = None,
-    ) -> str:
-        """Queue a job for ``worker`` and return its id.
+        priority: Priority = "normal",
+        retention_s: float | None = None,
+    ) -> JobHandle:
+        """Queue a job for ``worker`` and return its id as a :class:`JobHandle` (a ``str``).
 
         Args:
             payload: any JSON-able value or pydantic model.
@@ -173,12 +208,18 @@ class JobQueue(Generic[P], ConnectionOwner):
                 server's duplicate window).
             max_attempts: attempts for this job (default: the worker's policy).
             timeout_s: per-attempt timeout for this job (default: the worker's).
+            priority: ``high``, ``normal`` or ``low``; workers take higher ones first.
+            retention_s: delete the job this long after it ends (default: the worker's, else the queue's).
 
         Raises:
-            SerializationError: the payload is not JSON-able or does not match ``payload_type``.
+            SerializationError: the payload is not JSON-able, does not match ``payload_type``, or
+                does not match the schema the running workers of ``worker`` advertise (nothing
+                is queued then). With no worker serving ``worker`` it is queued and a warning logged.
         """
         validate_token(worker, "worker name")
+        _check_priority(priority)
         value = self._payload_value(payload)
+        await self.engine.registry.check_payload(worker, value)
         run_at_ms = _run_at_ms(delay_s, run_at)
         if max_attempts is not None and max_attempts < 1:
             raise ConfigurationError(f"max_attempts must be >= 1, got {max_attempts}")
@@ -196,10 +237,12 @@ class JobQueue(Generic[P], ConnectionOwner):
                 run_at=run_at_ms,
                 idempotency_key=idempotency_key,
                 timeout_s=timeout_s,
+                priority=priority,
+                retention_s=retention_s,
                 updated_at=now,
             )
 
-        return await self.engine.submit(build, idempotency_key)
+        return JobHandle(await self.engine.submit(build, idempotency_key), self)
 
     async def submit_many(
         self,
@@ -209,12 +252,16 @@ class JobQueue(Generic[P], ConnectionOwner):
         *,
         max_attempts: int | None = None,
         timeout_s: float | None = None,
+        priority: Priority = "normal",
     ) -> builtins.list[str]:
         """Queue many jobs for ``worker`` at once (one id reservation, pipelined writes); return their ids."""
         validate_token(worker, "worker name")
+        _check_priority(priority)
         values = [self._payload_value(p) for p in payloads]
         if not values:
             return []
+        for value in values:
+            await self.engine.registry.check_payload(worker, value)
 
         def build(ids: builtins.list[str], now: int) -> builtins.list[Job]:
             return [
@@ -226,6 +273,7 @@ class JobQueue(Generic[P], ConnectionOwner):
                     queued_at=now,
                     max_attempts=max_attempts,
                     timeout_s=timeout_s,
+                    priority=priority,
                     updated_at=now,
                 )
                 for job_id, value in zip(ids, values, strict=True)
@@ -260,14 +308,29 @@ class JobQueue(Generic[P], ConnectionOwner):
         await self.flush()
         return await self.engine.counters.counts()
 
+    async def wait(self, job_id: str, *, timeout_s: float | None = None) -> Job:
+        """The job's record once it is complete, failed, dead or cancelled (a watch, no polling).
+
+        Raises:
+            KeyNotFoundError: there is no such job.
+            NatsTimeoutError: it did not finish within ``timeout_s`` (None: no limit).
+        """
+        if timeout_s is not None and timeout_s <= 0:
+            raise ConfigurationError(f"timeout_s must be > 0, got {timeout_s}")
+        return await wait_finished(self.connection, self.layout, self.engine.store, validate_job_id(job_id), timeout_s)
+
     async def result(self, job_id: str) -> Any:
         """A completed job's result, fetched from the object store when it was stored there."""
-        job = await self._require(job_id)
+        return await self.result_of(await self._require(job_id))
+
+    async def result_of(self, job: Job) -> Any:
+        """The result of the record ``job`` (as ``wait`` returned it), from the object store if stored there."""
         if job.state is not JobState.COMPLETE:
-            raise JobStateError(f"job {job_id} is {job.state.value}, not complete: it has no result")
+            why = f" ({job.error})" if job.error else ""
+            raise JobStateError(f"job {job.id} is {job.state.value}, not complete: it has no result{why}")
         if job.result_ref is None:
             return job.result
-        return await self.engine.results.fetch(job_id, job.result_ref)
+        return await self.engine.results.fetch(job.id, job.result_ref)
 
     async def _require(self, job_id: str) -> Job:
         job = await self.get(job_id)
@@ -390,6 +453,34 @@ class JobQueue(Generic[P], ConnectionOwner):
                 log.warning("job.schedule_undecodable", reason=str(exc)[:200])
         return found
 
+    async def workers(self, worker: str = "*") -> builtins.list[WorkerInfo]:
+        """The running worker instances of this queue (of ``worker`` only, if given)."""
+        if worker != "*":
+            validate_token(worker, "worker name")
+        return await self.engine.registry.workers(worker)
+
+    async def purge(
+        self,
+        *,
+        state: JobState | str | None = None,
+        older_than_s: float | None = None,
+        worker: str | None = None,
+    ) -> int:
+        """Delete finished jobs now (all final states, or ``state``), their results and checkpoints with them.
+
+        Only complete, failed, dead and cancelled jobs are deleted; ``older_than_s`` keeps those
+        that ended more recently; ``counts()`` stays exact (each deletion is counted). Reads every
+        record once. Returns how many jobs were deleted.
+        """
+        if state is not None and JobState(state) not in FINISHED_STATES:
+            raise ConfigurationError(f"only finished jobs can be purged, not {JobState(state).value!r} ones")
+        if older_than_s is not None and older_than_s < 0:
+            raise ConfigurationError(f"older_than_s must be >= 0, got {older_than_s}")
+        states = frozenset({JobState(state)}) if state is not None else FINISHED_STATES
+        jobs = [job async for job in self.engine.store.scan()]
+        older_than_ms = None if older_than_s is None else int(older_than_s * 1000)
+        return await self.engine.retention.purge(states=states, older_than_ms=older_than_ms, worker=worker, jobs=jobs)
+
     async def list(self, status: JobState | str | None = None, *, worker: str | None = None) -> builtins.list[Job]:
         """Jobs (all, or those in state ``status`` / for ``worker``), oldest id first.
 
@@ -404,6 +495,11 @@ class JobQueue(Generic[P], ConnectionOwner):
         ]
         jobs.sort(key=lambda job: (id_number(job.id), job.id))
         return jobs
+
+
+def _check_priority(priority: str) -> None:
+    if priority not in PRIORITIES:
+        raise ConfigurationError(f"priority must be one of {', '.join(PRIORITIES)}; got {priority!r}")
 
 
 def _run_at_ms(delay_s: float | None, run_at: datetime | float | None) -> int | None:

@@ -21,6 +21,7 @@ Integration contract (what ``@service.job_worker`` relies on):
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any, Self
@@ -32,9 +33,10 @@ from shipkit import _tracing
 from shipkit.errors import LeaseLostError, SerializationError, ShipkitError
 from shipkit.jobs._lease import Lease
 from shipkit.jobs._pull import Puller
+from shipkit.jobs._registry import info_for
 from shipkit.jobs._retry import TRANSIENT_ERRORS, retry_transient
 from shipkit.jobs.context import JobContext
-from shipkit.jobs.models import now_ms
+from shipkit.jobs.models import now_ms, served_priorities
 from shipkit.jobs.queue import JobQueue
 from shipkit.jobs.worker_spec import JobWorkerSpec
 from shipkit.logging import get_logger
@@ -84,11 +86,21 @@ class JobWorker:
         queue: the queue to take jobs from.
         spec: the handler and its policies.
         pull_expires_s: how long an idle pull request waits on the server.
+        extra: makes the argument for the spec's ``extra_param`` from each job's context (the
+            service passes one building its ``Context``).
     """
 
-    def __init__(self, queue: JobQueue[Any], spec: JobWorkerSpec, *, pull_expires_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        queue: JobQueue[Any],
+        spec: JobWorkerSpec,
+        *,
+        pull_expires_s: float = 5.0,
+        extra: Callable[[JobContext], Any] | None = None,
+    ) -> None:
         self.queue = queue
         self.spec = spec
+        self._extra = extra
         self._engine = queue.engine  # what this worker runs on; it touches nothing else of the queue
         self._pull_expires_s = pull_expires_s
         self._puller: Puller | None = None
@@ -117,17 +129,22 @@ class JobWorker:
             return
         await self.queue.connect()
         self._tracer = _tracing.tracer()  # decided once per start: attempts are traced or not
-        consumer = await self._engine.dispatch.ensure_consumer(self.spec.worker, self.spec.lease_s)
+        consumers = [
+            await self._engine.dispatch.ensure_consumer(self.spec.worker, self.spec.lease_s, priority)
+            for priority in served_priorities(self.spec.priority_levels)
+        ]
         self._stopping = False
         self._puller = Puller(
             self.queue.connection,
             self.queue.layout.dispatch_stream,
-            consumer,
+            consumers,
             self.spec.concurrency,
             self._on_message,
             expires_s=self._pull_expires_s,
         )
         self._puller.start()
+        await self._engine.start_expiry()  # every worker process helps delete expired jobs of its queue
+        await self._engine.registry.advertise(info_for(self.spec, self.queue.name, self._engine.instance_id))
         log.info(
             "job.worker_started", worker=self.spec.worker, concurrency=self.spec.concurrency, queue=self.queue.name
         )
@@ -139,6 +156,10 @@ class JobWorker:
             return self.stats
         self._stopping = True
         await puller.stop()
+        try:
+            await self._engine.registry.withdraw(self.spec.worker, self._engine.instance_id)
+        except ShipkitError as exc:  # the entry expires with the registry's TTL anyway
+            log.warning("job.registry_withdraw_failed", worker=self.spec.worker, error=str(exc))
         if self._tasks and graceful_timeout_s > 0 and not self._interrupt.is_set():
             await self._wait_or_interrupt(graceful_timeout_s)
         if self._leases:
@@ -206,6 +227,7 @@ class JobWorker:
         try:
             lease = await self._claim(msg)
             if lease is not None:
+                lease.retention_s = self.spec.retention_s
                 self._leases[lease.job.id] = lease
                 try:
                     if self._tracer is None:
@@ -224,6 +246,7 @@ class JobWorker:
                     # no answer in time, or failed): stop renewing it, so the server redelivers the
                     # message after the lease and the job is resumed or retried, never left running.
                     self._engine.leases.discard(lease)
+                    self._engine.holder.forget(lease)
         except ShipkitError as exc:  # unsettled: the message comes back after its lease
             log.error("job.claim_failed", worker=self.spec.worker, subject=msg.subject, error=str(exc))
         except Exception:  # a bug: log it, the message comes back after its lease
@@ -260,10 +283,15 @@ class JobWorker:
             return _Outcome("dead", f"payload does not match {_type_name(self.spec.payload_type)}: {_summary(exc)}")
         if self._stopping:
             return _Outcome("shutdown")
-        context = JobContext(self._engine.holder, lease)
+        try:
+            resume_from = await self._engine.holder.resume_state(lease.job)
+        except ShipkitError as exc:  # a checkpoint object that cannot be read: this attempt cannot resume
+            return _Outcome("fail", f"cannot read the checkpoint: {exc}")
+        context = JobContext(self._engine.holder, lease, resume_from)
+        extra = self._extra(context) if self._extra is not None and self.spec.extra_param is not None else None
 
         async def call() -> Any:
-            return await self.spec.invoke(payload, context)
+            return await self.spec.invoke(payload, context, extra)
 
         task = asyncio.create_task(call(), name=f"shipkit-job-{lease.job.id}")
 

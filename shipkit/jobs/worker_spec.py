@@ -12,10 +12,12 @@ time (so a bad handler fails there, naming the function), and at start the runti
     ...
     stats = await worker.stop(graceful_timeout_s=30)   # running jobs finish or go back to the queue
 
-Handler shape: ``async def handler(payload: T, job: JobContext) -> R``. The first parameter's
-annotation is the payload type (a pydantic model, a dataclass, ``dict[str, Any]``, ... ; no
-annotation means any JSON); a parameter named ``job`` or annotated :class:`JobContext`
-receives the context; any other parameter needs a default. The return value (JSON-able)
+Handler shape: ``async def handler(payload: T, job: JobContext) -> R``, parameters in any
+order. A parameter named ``job`` or annotated :class:`JobContext` receives the context; the
+caller may name one more role (``extra``: the service's ``ctx: Context`` under
+``@service.job_worker``); the first remaining parameter without a default is the payload, its
+annotation the payload type (a pydantic model, a dataclass, ``dict[str, Any]``, ... ; no
+annotation means any JSON); any other parameter needs a default. The return value (JSON-able)
 completes the job; an exception fails the attempt.
 """
 
@@ -33,11 +35,13 @@ from shipkit._names import validate_token
 from shipkit._type_errors import unsupported_payload_type
 from shipkit.errors import ConfigurationError
 from shipkit.jobs.context import JobContext
-from shipkit.jobs.models import Backoff
+from shipkit.jobs.models import MAX_PRIORITY_LEVELS, MIN_PRIORITY_LEVELS, Backoff
 
-__all__ = ["JobHandler", "JobWorkerSpec"]
+__all__ = ["JobHandler", "JobWorkerSpec", "ParamMatcher"]
 
 JobHandler = Callable[..., Awaitable[Any]]
+ParamMatcher = Callable[[str, Any], bool]
+"""``(parameter name, annotation) -> bool``: does this parameter take the caller's extra argument?"""
 
 
 def _qualname(func: Callable[..., Any]) -> str:
@@ -52,13 +56,18 @@ class JobWorkerSpec:
     Attributes:
         func: the ``async def`` handler.
         worker: the worker name it serves (a subject token).
-        payload_type: the first parameter's annotation (``Any`` when absent).
+        payload_type: the payload parameter's annotation (``Any`` when absent).
+        payload_param: the name of the parameter receiving the payload, if any.
         context_param: the name of the parameter receiving the :class:`JobContext`, if any.
+        extra_param: the name of the parameter receiving the caller's extra argument, if any.
+        queue: the queue's name (None: the runner's default).
         concurrency: jobs run at once by one :class:`JobWorker` (>= 1).
         max_attempts: attempts per job unless the job says otherwise (None: the queue's).
         backoff: delays between attempts (None: the queue's).
         timeout_s: per-attempt timeout; the handler is cancelled and the attempt fails.
         lease_s: how long a job stays held without a heartbeat (heartbeats go every third).
+        retention_s: finished jobs of this worker are deleted this long after they end (None: kept).
+        priority_levels: priority levels served (``low``, ``normal``, ``high``, ...; see ``priority``).
         qualname: ``module.function`` for messages.
         adapter: the payload validator, built once.
     """
@@ -66,15 +75,20 @@ class JobWorkerSpec:
     func: JobHandler
     worker: str
     payload_type: Any = Any
+    payload_param: str | None = None
     context_param: str | None = None
+    extra_param: str | None = None
+    queue: str | None = None
     concurrency: int = 1
     max_attempts: int | None = None
     backoff: Backoff | None = None
     timeout_s: float | None = None
     lease_s: float = 30.0
+    retention_s: float | None = None
+    priority_levels: int = 3
     qualname: str = ""
     adapter: TypeAdapter[Any] = field(init=False, repr=False, compare=False)
-    _positional_context: bool = field(default=False, repr=False)
+    positional: tuple[str, ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
         name = self.qualname or _qualname(self.func)
@@ -97,6 +111,16 @@ class JobWorkerSpec:
             raise bad(f"timeout_s must be > 0, got {self.timeout_s!r}")
         if self.lease_s <= 0:
             raise bad(f"lease_s must be > 0, got {self.lease_s!r}")
+        if self.retention_s is not None and self.retention_s <= 0:
+            raise bad(f"retention_s must be > 0, got {self.retention_s!r}")
+        levels = self.priority_levels
+        if not isinstance(levels, int) or not MIN_PRIORITY_LEVELS <= levels <= MAX_PRIORITY_LEVELS:
+            raise bad(f"priority_levels must be {MIN_PRIORITY_LEVELS}..{MAX_PRIORITY_LEVELS}, got {levels!r}")
+        if self.queue is not None:
+            try:
+                validate_token(self.queue, "queue name")
+            except ConfigurationError as exc:
+                raise bad(str(exc)) from None
         if self.backoff is not None and not isinstance(self.backoff, Backoff):
             raise bad(f"backoff must be a shipkit.jobs.Backoff, got {type(self.backoff).__name__}")
         try:
@@ -116,9 +140,16 @@ class JobWorkerSpec:
         backoff: Backoff | None = None,
         timeout_s: float | None = None,
         lease_s: float = 30.0,
+        retention_s: float | None = None,
+        priority_levels: int = 3,
+        queue: str | None = None,
         payload_type: Any = None,
+        extra: ParamMatcher | None = None,
     ) -> JobWorkerSpec:
         """Build a spec from a handler's signature (``worker`` defaults to the function's name).
+
+        ``extra`` recognises the parameter that receives the runner's extra argument (the
+        service passes one matching ``ctx: Context``).
 
         Raises:
             ConfigurationError: the handler is not ``async``, its signature does not fit, a
@@ -128,36 +159,47 @@ class JobWorkerSpec:
         name = _qualname(func)
         if not callable(func):
             raise ConfigurationError(f"job worker {name}: expected a function, got {type(func).__name__}")
-        detected_type, context_param, positional = _inspect_signature(func, name)
+        roles = _inspect_signature(func, name, extra)
         return cls(
             func=func,
             worker=worker if worker is not None else getattr(func, "__name__", ""),
-            payload_type=payload_type if payload_type is not None else detected_type,
-            context_param=context_param,
+            payload_type=payload_type if payload_type is not None else roles.payload_type,
+            payload_param=roles.payload,
+            context_param=roles.context,
+            extra_param=roles.extra,
+            queue=queue,
             concurrency=concurrency,
             max_attempts=max_attempts,
             backoff=backoff,
             timeout_s=timeout_s,
             lease_s=lease_s,
+            retention_s=retention_s,
+            priority_levels=priority_levels,
             qualname=name,
-            _positional_context=positional,
+            positional=tuple(name for name in roles.positional if name),
         )
 
     def validate_payload(self, raw: Any) -> Any:
         """The payload as the handler's type (raises pydantic's ``ValidationError``)."""
         return self.adapter.validate_python(raw)
 
-    def invoke(self, payload: Any, context: JobContext) -> Awaitable[Any]:
-        """Call the handler with the payload and, if it asks for one, the context."""
-        if self.context_param is None:
-            return self.func(payload)
-        if self._positional_context:
-            return self.func(payload, context)
-        return self.func(payload, **{self.context_param: context})
+    def invoke(self, payload: Any, context: JobContext, extra: Any = None) -> Awaitable[Any]:
+        """Call the handler with what it asks for: the payload, the context, the extra argument."""
+        values: dict[str, Any] = {}
+        if self.payload_param is not None:
+            values[self.payload_param] = payload
+        if self.context_param is not None:
+            values[self.context_param] = context
+        if self.extra_param is not None:
+            values[self.extra_param] = extra
+        if not self.positional:
+            return self.func(**values)
+        args = [values.pop(name) for name in self.positional]
+        return self.func(*args, **values)
 
 
-def _inspect_signature(func: JobHandler, name: str) -> tuple[Any, str | None, bool]:
-    """``(payload type, context parameter name, pass context positionally)`` for ``func``."""
+def _inspect_signature(func: JobHandler, name: str, extra: ParamMatcher | None) -> _Roles:
+    """Which parameter of ``func`` is the payload, the JobContext and the extra (service) context."""
     try:
         signature = inspect.signature(func)
     except (TypeError, ValueError) as exc:
@@ -168,31 +210,44 @@ def _inspect_signature(func: JobHandler, name: str) -> tuple[Any, str | None, bo
         raise ConfigurationError(
             f"job worker {name}: cannot resolve its type hints ({exc}); define the payload type at module level"
         ) from exc
-    params = list(signature.parameters.values())
-    positional_kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    if not params or params[0].kind not in positional_kinds:
-        raise ConfigurationError(f"job worker {name}: the first parameter must be the payload (positional)")
-    first = params[0]
-    if hints.get(first.name) is JobContext:
-        raise ConfigurationError(f"job worker {name}: the first parameter must be the payload, not the JobContext")
-    context_param: str | None = None
-    positional = False
-    for param in params[1:]:
-        if param.name == "job" or hints.get(param.name) is JobContext:
-            if context_param is not None:
-                raise ConfigurationError(f"job worker {name}: more than one JobContext parameter")
-            if param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
-                raise ConfigurationError(f"job worker {name}: the JobContext parameter cannot be *args/**kwargs")
-            context_param = param.name
-            positional = param.kind is inspect.Parameter.POSITIONAL_ONLY
-            if positional and param is not params[1]:
-                raise ConfigurationError(f"job worker {name}: a positional-only JobContext must follow the payload")
-        elif param.default is inspect.Parameter.empty and param.kind not in (
-            inspect.Parameter.VAR_POSITIONAL,
-            inspect.Parameter.VAR_KEYWORD,
-        ):
+    roles = _Roles()
+    for param in signature.parameters.values():
+        annotation = hints.get(param.name, inspect.Parameter.empty)
+        if param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            continue
+        if param.name == "job" or annotation is JobContext:
+            role = "context"
+        elif extra is not None and extra(param.name, annotation):
+            role = "extra"
+        elif roles.payload is None and param.default is inspect.Parameter.empty:
+            role = "payload"
+        elif param.default is not inspect.Parameter.empty:
+            if param.kind is inspect.Parameter.POSITIONAL_ONLY:
+                roles.positional.append("")  # a gap: a later positional-only role could not be passed
+            continue  # an optional parameter the caller leaves at its default
+        else:
             raise ConfigurationError(
                 f"job worker {name}: parameter {param.name!r} has no default; a handler takes the payload "
-                "and optionally `job: JobContext`"
+                "and optionally `job: JobContext` (and `ctx: Context` under a service), in any order"
             )
-    return hints.get(first.name, Any), context_param, positional
+        if getattr(roles, role) is not None:
+            raise ConfigurationError(f"job worker {name}: more than one {role} parameter ({param.name!r})")
+        setattr(roles, role, param.name)
+        if param.kind is inspect.Parameter.POSITIONAL_ONLY:
+            if "" in roles.positional:
+                raise ConfigurationError(f"job worker {name}: {param.name!r} follows an optional positional-only one")
+            roles.positional.append(param.name)
+        if role == "payload":
+            roles.payload_type = annotation if annotation is not inspect.Parameter.empty else Any
+    return roles
+
+
+@dataclass(slots=True)
+class _Roles:
+    """The parameters a handler declared, by role (see :func:`_inspect_signature`)."""
+
+    payload: str | None = None
+    context: str | None = None
+    extra: str | None = None
+    payload_type: Any = Any
+    positional: list[str] = field(default_factory=list)

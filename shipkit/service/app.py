@@ -63,6 +63,13 @@ _UNSET: Any = object()
 (after connecting and provisioning, before any message is taken) and exited at shutdown."""
 
 
+def _is_service_context(name: str, annotation: Any) -> bool:
+    """The job-worker parameter that receives the service's :class:`Context` (as handlers recognise it)."""
+    if isinstance(annotation, type) and issubclass(annotation, Context):
+        return True
+    return name in ("ctx", "context") and annotation in (inspect.Parameter.empty, Any)
+
+
 def _stream_name_for(prefix: str) -> str:
     return prefix.upper().replace(".", "_").replace("-", "_")
 
@@ -430,6 +437,9 @@ class Service:
         backoff: Backoff | None = None,
         timeout_s: float | None = None,
         lease_s: float = 30.0,
+        queue: str | None = None,
+        retention_s: float | None = None,
+        priority_levels: int = 3,
     ) -> JobWorkerSpec:
         """Register a job worker; see :meth:`job_worker`."""
         self._check_open("a job worker")
@@ -441,8 +451,12 @@ class Service:
             backoff=backoff,
             timeout_s=timeout_s,
             lease_s=lease_s,
+            queue=queue,
+            retention_s=retention_s,
+            priority_levels=priority_levels,
+            extra=_is_service_context,
         )
-        if any(existing.worker == spec.worker for existing in self.job_workers):
+        if any((existing.worker, existing.queue) == (spec.worker, spec.queue) for existing in self.job_workers):
             raise ConfigurationError(f"job worker {spec.worker!r} is registered twice on service {self.name!r}")
         self.job_workers.append(spec)
         return spec
@@ -456,19 +470,25 @@ class Service:
         backoff: Backoff | None = None,
         timeout_s: float | None = None,
         lease_s: float = 30.0,
+        queue: str | None = None,
+        retention_s: float | None = None,
+        priority_levels: int = 3,
     ) -> Callable[[F], F]:
-        """Decorate a job worker (see :mod:`shipkit.jobs`): claims jobs targeted at ``worker``.
+        """Decorate a job worker (see :mod:`shipkit.jobs` and ``docs/jobs.md``): runs jobs for ``worker``.
 
-        The function gets the typed payload (and ``job: JobContext``); its return value completes
-        the job, an exception fails the attempt.
+        The function gets the typed payload, ``job: JobContext`` and ``ctx: Context`` if it asks
+        for them, in any order; its return value completes the job, an exception fails the attempt.
 
         Args:
             worker: the worker name jobs are submitted to; defaults to the function's name.
+            queue: the job queue to take jobs from (default: the service's ``job_queue``).
             concurrency: jobs run at once by this process.
             max_attempts: attempts per job (default: the job's, else the queue's).
             backoff: delays between attempts.
             timeout_s: an attempt running longer fails.
             lease_s: how long a claimed job stays held without a heartbeat.
+            retention_s: finished jobs of this worker are deleted this long after they end.
+            priority_levels: 3 (``high``, ``normal``, ``low``), 2 (no ``low``) or 1 (``normal`` only).
         """
 
         def decorator(func: F) -> F:
@@ -480,6 +500,9 @@ class Service:
                 backoff=backoff,
                 timeout_s=timeout_s,
                 lease_s=lease_s,
+                queue=queue,
+                retention_s=retention_s,
+                priority_levels=priority_levels,
             )
             return func
 

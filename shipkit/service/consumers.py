@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from shipkit.errors import SerializationError
-from shipkit.jobs import JobQueue, JobWorker, JobWorkerSpec
+from shipkit.jobs import JobContext, JobWorker, JobWorkerSpec
 from shipkit.logging import get_logger
 from shipkit.models import ChannelMessage, ShipEvent
 from shipkit.primitives.channels import ChannelService
@@ -217,22 +217,24 @@ async def start_job_workers(
     *,
     wrap: Callable[[JobWorkerSpec], JobWorkerSpec] | None = None,
 ) -> list[Stopper]:
-    """Job-worker runners for every ``@service.job_worker``, on one shared queue.
+    """Job-worker runners for every ``@service.job_worker``, each on its queue (default ``queue_name``).
 
-    ``wrap(spec)``, decided once at start, instruments each handler (metrics, tracing).
-
-    One stopper stops them all (each gives unfinished jobs back), then closes the queue, whose
-    background publishers must outlive the workers.
+    ``wrap(spec)``, decided once at start, instruments each handler (metrics, tracing). The
+    queues are the host's (shared with ``ctx.jobs``), closed by the host after this stopper
+    ran, so their background publishers outlive the workers. A worker asking for ``ctx`` gets a
+    :class:`Context` per job, bound to the job's id as correlation id.
     """
-    queue: JobQueue[Any] = JobQueue(host.connection, name=queue_name)
-    await queue.connect()
-    workers = [JobWorker(queue, wrap(spec) if wrap is not None else spec) for spec in specs]
+    workers: list[JobWorker] = []
     try:
-        for worker in workers:
+        for spec in specs:
+            queue = await host.job_queue(spec.queue or queue_name)
+            worker = JobWorker(
+                queue, wrap(spec) if wrap is not None else spec, extra=_job_context_maker(host, queue.name)
+            )
+            workers.append(worker)
             await worker.start()
     except BaseException:
         await asyncio.gather(*(worker.stop(0) for worker in workers), return_exceptions=True)
-        await queue.close()
         raise
 
     host.count_in_flight(lambda: sum(worker.in_flight for worker in workers))
@@ -249,7 +251,6 @@ async def start_job_workers(
             all_stats = await asyncio.gather(*(worker.stop(grace_s) for worker in workers))
         finally:
             forced.cancel()
-            await queue.close()
         return Counts(
             handled=sum(s.handled for s in all_stats),
             failed=sum(s.failed for s in all_stats),
@@ -258,3 +259,10 @@ async def start_job_workers(
         )
 
     return [stop]
+
+
+def _job_context_maker(host: Host, queue: str) -> Callable[[JobContext], Context]:
+    def make(job: JobContext) -> Context:
+        return Context(host, f"jobs.{queue}.{job.worker}", correlation_id=job.id)
+
+    return make

@@ -15,6 +15,7 @@ from shipkit.models import ShipEvent, new_correlation_id
 from shipkit.primitives.kv import KvStore
 from shipkit.primitives.objects import ShipObjectStore
 from shipkit.service.host import Host
+from shipkit.service.jobs import ServiceJobs
 
 __all__ = ["CORRELATION_HEADER", "Context"]
 
@@ -81,6 +82,11 @@ class Context:
         Pass a :class:`~shipkit.config.KvBucketConfig` for other settings than the defaults.
         """
         return await self.host.kv(bucket)
+
+    @property
+    def jobs(self) -> ServiceJobs:
+        """The service's job queue: ``await ctx.jobs.submit(payload, "worker")``; another: ``ctx.jobs("name")``."""
+        return ServiceJobs(self.host, self.host.default_job_queue)
 
     async def objects(self, bucket: str | ObjectStoreConfig) -> ShipObjectStore:
         """The service's object store for ``bucket`` (created if missing)."""

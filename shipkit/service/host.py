@@ -18,6 +18,7 @@ from nats.aio.client import Client as NatsClient
 
 from shipkit.config import KvBucketConfig, ObjectStoreConfig
 from shipkit.connection import ConnectionManager
+from shipkit.jobs import JobQueue
 from shipkit.models import ShipEvent
 from shipkit.primitives.kv import KvStore
 from shipkit.primitives.objects import ShipObjectStore
@@ -50,12 +51,14 @@ class Host(Protocol):
         counts: handled / failed / cancelled units of work.
         force_exit: set when shutdown must not wait any longer (second SIGINT): consumers
             holding long work (job workers) interrupt it and hand it back at once.
+        default_job_queue: the name of the queue ``ctx.jobs`` means.
     """
 
     service_name: str
     connection: ConnectionManager
     counts: Counts
     force_exit: asyncio.Event
+    default_job_queue: str
 
     @property
     def client(self) -> NatsClient:
@@ -80,4 +83,8 @@ class Host(Protocol):
 
     async def objects(self, bucket: str | ObjectStoreConfig) -> ShipObjectStore:
         """A connected :class:`ShipObjectStore` on the shared connection (bucket created if missing)."""
+        ...
+
+    async def job_queue(self, name: str) -> JobQueue[Any]:
+        """The connected :class:`JobQueue` ``name`` on the shared connection (one per process, closed at stop)."""
         ...

@@ -27,6 +27,7 @@ from shipkit._connectable import Connectable
 from shipkit.config import KvBucketConfig, NatsConfig, ObjectStoreConfig
 from shipkit.connection import ConnectionManager, ProvisionMode, resolve_connection
 from shipkit.errors import ConfigurationError
+from shipkit.jobs import JobQueue
 from shipkit.logging import get_logger
 from shipkit.models import ShipEvent
 from shipkit.primitives.eventbus import EventBus
@@ -115,6 +116,8 @@ class Runtime:
         self._bus: EventBus | None = None
         self._kv: dict[str, KvStore] = {}
         self._objects: dict[str, ShipObjectStore] = {}
+        self._job_queues: dict[str, JobQueue[Any]] = {}
+        self.default_job_queue = service.job_queue
         self._client: NatsClient | None = None
         self._cancels: StreamCancels | None = None
         self.observability = Observability(
@@ -183,6 +186,27 @@ class Runtime:
         """A :class:`ShipObjectStore` on the shared connection (bucket created if missing)."""
         config = bucket if isinstance(bucket, ObjectStoreConfig) else ObjectStoreConfig(bucket=bucket)
         return await _cached(self._objects, config.bucket, lambda: ShipObjectStore(config, self.connection))
+
+    async def job_queue(self, name: str) -> JobQueue[Any]:
+        """The connected :class:`JobQueue` ``name`` on the shared connection (closed at shutdown)."""
+        service = self.service
+
+        def make() -> JobQueue[Any]:
+            return JobQueue(
+                self.connection,
+                name=name,
+                source=service.name,
+                event_stream=service.event_stream.name,
+                event_prefix=service.event_prefix,
+            )
+
+        return await _cached(self._job_queues, name, make)
+
+    async def _close_job_queues(self) -> None:
+        """Close every queue opened for handlers and job workers (their last events and counts flushed)."""
+        queues, self._job_queues = self._job_queues, {}
+        for queue in reversed(queues.values()):
+            await queue.close()
 
     # -- start ------------------------------------------------------------------------------------
 
@@ -258,6 +282,7 @@ class Runtime:
             await self._exit_stack.aclose()
             await self.observability.stop()
         finally:
+            await self._close_job_queues()
             if self._owns_connection:
                 await self.connection.close()
             reopen_registrations(self.service)
@@ -383,6 +408,7 @@ class Runtime:
             await self._collect(errors, _as_coroutine(self._call_hook(hook)))
         await self._collect(errors, self._exit_stack.aclose())
         await self._collect(errors, self.observability.stop())
+        await self._collect(errors, self._close_job_queues())
         if self._owns_connection:
             await self._collect(errors, self.connection.close())
         reopen_registrations(self.service)

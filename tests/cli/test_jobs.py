@@ -11,7 +11,7 @@ import structlog
 from click.testing import CliRunner, Result
 
 from shipkit.cli.jobs import jobs
-from shipkit.jobs import JobQueue
+from shipkit.jobs import JobQueue, JobWorker, JobWorkerSpec
 
 
 @pytest.fixture(autouse=True)
@@ -98,3 +98,50 @@ def test_ls_note_of_a_completed_job_leaves_out_earlier_errors() -> None:
     assert _job_row(done)[-1] == ""
     retrying = done.model_copy(update={"state": JobState.QUEUED})
     assert _job_row(retrying)[-1] == "RuntimeError: not yet"
+
+
+def test_wait_prints_the_end_state_and_exits_by_it(shipkit_nats_url: str) -> None:
+    """wait prints a finished job's result (exit 0), a cancelled one's state (exit 1), and times out cleanly."""
+
+    async def finish() -> None:
+        async with JobQueue(shipkit_nats_url) as queue:
+            job = await queue.claim("w")
+            assert job is not None
+            await queue.complete(job.id, {"loss": 0.1})
+
+    run(shipkit_nats_url, "submit", "w", "1", "--priority", "high")
+    asyncio.run(finish())
+    done = run(shipkit_nats_url, "wait", "JOB-001")
+    assert (done.exit_code, done.stdout.strip()) == (0, 'JOB-001: complete {"loss": 0.1}')
+    run(shipkit_nats_url, "submit", "w", "2")
+    timed_out = CliRunner().invoke(jobs, ["wait", "JOB-002", "--timeout", "0.2", "--nats-url", shipkit_nats_url])
+    assert timed_out.exit_code == 1 and "did not finish within 0.2s" in timed_out.output
+    run(shipkit_nats_url, "cancel", "JOB-002")
+    cancelled = run(shipkit_nats_url, "wait", "JOB-002", "--json")
+    assert cancelled.exit_code == 1 and json.loads(cancelled.stdout)["state"] == "cancelled"
+
+
+def test_purge_and_workers(shipkit_nats_url: str) -> None:
+    """purge deletes finished jobs by state and age; workers lists the running workers; bad input is refused."""
+
+    async def with_worker() -> str:
+        async def echo(payload: int) -> int:
+            return payload
+
+        async with JobQueue(shipkit_nats_url) as queue:
+            async with JobWorker(queue, JobWorkerSpec.from_function(echo, worker="echo", concurrency=3)):
+                listed = await asyncio.to_thread(run, shipkit_nats_url, "workers")  # the CLI runs its own loop
+                args = ["submit", "echo", '"many"', "--nats-url", shipkit_nats_url]
+                refused = await asyncio.to_thread(CliRunner().invoke, jobs, args)
+                assert refused.exit_code == 1 and "expected integer, got string" in refused.output
+            return listed.stdout
+
+    run(shipkit_nats_url, "submit", "w", "1")
+    run(shipkit_nats_url, "cancel", "JOB-001")
+    assert run(shipkit_nats_url, "purge", "--older-than", "7d").stdout.strip() == "deleted 0 jobs"
+    assert run(shipkit_nats_url, "purge", "--state", "cancelled", "--json").stdout.strip() == '{\n  "deleted": 1\n}'
+    bad = CliRunner().invoke(jobs, ["purge", "--older-than", "soon", "--nats-url", shipkit_nats_url])
+    assert bad.exit_code == 2 and "not a duration" in bad.output
+    table = asyncio.run(with_worker()).splitlines()
+    assert table[0].split() == ["WORKER", "INSTANCES", "CONCURRENCY", "PRIORITIES", "PAYLOAD"]
+    assert table[1].split() == ["echo", "1", "3", "3", "integer"]

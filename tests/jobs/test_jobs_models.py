@@ -272,6 +272,18 @@ def test_spec_reads_payload_type_and_context_parameter_from_the_signature() -> N
     assert JobWorkerSpec.from_function(bare_handler, worker="w").payload_type is Any
 
 
+def test_spec_takes_the_context_and_an_extra_parameter_in_any_position() -> None:
+    """The JobContext and the caller's extra argument are found wherever they are; the payload is the rest."""
+    spec = JobWorkerSpec.from_function(context_first, worker="w")
+    assert (spec.payload_param, spec.context_param, spec.payload_type) == ("payload", "job", Payload)
+
+    async def three(ctx: object, n: int, /, job: JobContext) -> tuple[object, int, JobContext]:
+        return ctx, n, job
+
+    extra = JobWorkerSpec.from_function(three, worker="w", extra=lambda name, _annotation: name == "ctx")
+    assert (extra.extra_param, extra.payload_param, extra.positional) == ("ctx", "n", ("ctx", "n"))
+
+
 def sync_handler(payload: int) -> int:
     """Not async: refused."""
     return payload
@@ -281,8 +293,13 @@ async def extra_param(payload: int, other: str) -> None:
     """A parameter with no default: refused."""
 
 
-async def context_first(job: JobContext) -> None:
-    """The context where the payload belongs: refused."""
+async def two_contexts(job: JobContext, other: JobContext) -> None:
+    """Two JobContext parameters: refused."""
+
+
+async def context_first(job: JobContext, payload: Payload) -> int:
+    """The context before the payload: accepted (parameters in any order)."""
+    return payload.n + job.attempt
 
 
 @pytest.mark.parametrize(
@@ -290,7 +307,10 @@ async def context_first(job: JobContext) -> None:
     [
         (sync_handler, {}, "async def"),
         (extra_param, {}, "'other' has no default"),
-        (context_first, {}, "first parameter must be the payload"),
+        (two_contexts, {}, "more than one context parameter"),
+        (typed_handler, {"retention_s": 0}, "retention_s"),
+        (typed_handler, {"priority_levels": 4}, "priority_levels"),
+        (typed_handler, {"queue": "bad.queue"}, "queue name"),
         (typed_handler, {"worker": "bad.name"}, "worker name"),
         (typed_handler, {"concurrency": 0}, "concurrency"),
         (typed_handler, {"max_attempts": 0}, "max_attempts"),

@@ -165,8 +165,8 @@ async def test_long_job_with_heartbeats_is_not_redelivered(queue: JobQueue[Any],
 async def test_bad_payload_makes_the_job_dead_at_once_without_a_crash_loop(queue: JobQueue[Any]) -> None:
     """A payload failing validation makes the job dead (one attempt) with a clear error; the worker goes on."""
     spec = JobWorkerSpec.from_function(train, worker="gpu", max_attempts=5)
+    bad = await queue.submit({"epochs": "lots"}, "gpu")  # queued while no worker advertised a schema
     async with JobWorker(queue, spec) as worker:
-        bad = await queue.submit({"epochs": "lots"}, "gpu")
         good = await queue.submit({"epochs": 1}, "gpu")
         dead = await wait_state(queue, bad, JobState.DEAD)
         await wait_state(queue, good, JobState.COMPLETE)

@@ -2,7 +2,9 @@
 
 Prints ``READY`` once it takes jobs, ``START <id>`` when a handler begins and ``DONE <id>``
 when it returns; SIGTERM stops it gracefully. Modes: ``echo`` returns at once, ``block``
-never returns (to be killed), ``sleep`` waits ``--sleep-s`` seconds.
+never returns (to be killed), ``sleep`` waits ``--sleep-s`` seconds, ``checkpoint`` stores
+three checkpoints, prints ``CHECKPOINTED <id>`` and blocks on a fresh start, and returns at
+once when resuming (``job.resume_from`` set).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", required=True)
     parser.add_argument("--worker", required=True)
-    parser.add_argument("--mode", default="echo", choices=["echo", "block", "sleep"])
+    parser.add_argument("--mode", default="echo", choices=["echo", "block", "sleep", "checkpoint"])
     parser.add_argument("--sleep-s", type=float, default=0.0)
     parser.add_argument("--lease-s", type=float, default=30.0)
     parser.add_argument("--concurrency", type=int, default=1)
@@ -45,6 +47,13 @@ async def main() -> None:
 
     async def handle(payload: Any, job: JobContext) -> Any:
         say("START", job.id)
+        if args.mode == "checkpoint":
+            if job.resume_from is not None:
+                return {"resumed_from": job.resume_from, "attempt": job.attempt}
+            for step in range(1, 4):
+                await job.checkpoint({"step": step})
+            say("CHECKPOINTED", job.id)
+            await asyncio.Event().wait()
         if args.mode == "block":
             await asyncio.Event().wait()
         elif args.mode == "sleep":
