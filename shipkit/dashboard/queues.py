@@ -16,11 +16,10 @@ from typing import Any
 
 from shipkit import _jetstream as _js
 from shipkit.connection import ConnectionManager
-from shipkit.dashboard._wire import KvMirror, js_api
+from shipkit.dashboard._wire import KvMirror
 from shipkit.dashboard.job_index import JobIndex
-from shipkit.errors import JobStateError, KeyNotFoundError
+from shipkit.errors import KeyNotFoundError
 from shipkit.jobs._ids import validate_job_id
-from shipkit.jobs._store import ADJUST
 from shipkit.jobs.models import FINISHED_STATES, JobState
 from shipkit.jobs.queue import JobQueue
 
@@ -136,19 +135,8 @@ class QueueView:
         raise KeyNotFoundError(f"unknown job action {action!r} (cancel, retry or purge)")
 
     async def _purge(self, job_id: str) -> dict[str, Any]:
-        # A finished job's record is removed and its state's count taken down by the same
-        # "adjust" pseudo-transition recount uses, so the counters stay exact.
         job = await self._queue.get(job_id)
         if job is None:
             raise KeyNotFoundError(f"no job {job_id!r} in queue {self.name!r}")
-        if not job.is_finished:
-            raise JobStateError(f"job {job_id} is {job.state.value}: only finished jobs can be purged")
-        layout = self._queue.layout
-        await js_api(
-            self._connection.client,
-            f"$JS.API.STREAM.PURGE.{layout.kv_stream}",
-            {"filter": layout.record_subject(job_id)},
-            timeout_s=self._connection.config.request_timeout_s,
-        )
-        await self._queue.engine.counters.bump(job.state.value, ADJUST)
+        await self._queue.delete(job_id)  # JobStateError for a job that has not finished
         return {"ok": True, "state": "purged", "message": f"{job_id}: purged ({job.state.value} record removed)"}

@@ -481,6 +481,23 @@ class JobQueue(Generic[P], ConnectionOwner):
         older_than_ms = None if older_than_s is None else int(older_than_s * 1000)
         return await self.engine.retention.purge(states=states, older_than_ms=older_than_ms, worker=worker, jobs=jobs)
 
+    async def delete(self, job_id: str) -> bool:
+        """Delete one finished job now, with its result and checkpoint; ``counts()`` stays exact.
+
+        Returns False when the job was deleted meanwhile (or expired).
+
+        Raises:
+            KeyNotFoundError: no job with that id.
+            JobStateError: the job has not finished (cancel it first).
+        """
+        job = await self.get(job_id)
+        if job is None:
+            raise KeyNotFoundError(f"no job {job_id!r} in queue {self.name!r}")
+        if job.state not in FINISHED_STATES:
+            raise JobStateError(f"job {job_id} is {job.state.value}: only finished jobs can be deleted")
+        deleted = await self.engine.retention.purge(states=FINISHED_STATES, older_than_ms=None, worker=None, jobs=[job])
+        return deleted == 1
+
     async def list(self, status: JobState | str | None = None, *, worker: str | None = None) -> builtins.list[Job]:
         """Jobs (all, or those in state ``status`` / for ``worker``), oldest id first.
 

@@ -24,6 +24,9 @@ async def test_research_runs_as_a_job_with_progress(shipkit_connection: Connecti
         chunks = [c async for c in agents.prompt("assistant", "research tidal power")]
     statuses = [c.text for c in chunks if isinstance(c, Status)]
     assert statuses[0].startswith("researching as job JOB-")
-    assert statuses[1:] == [f"read source {n}/4" for n in range(1, 5)]
+    # progress writes are coalesced per job (a few a second), the last one always: an ordered subset, ending at 4/4
+    expected = [f"read source {n}/4" for n in range(1, 5)]
+    assert statuses[1:] and statuses[-1] == expected[-1]
+    assert statuses[1:] == [line for line in expected if line in statuses[1:]]
     summary = "".join(c.text for c in chunks if isinstance(c, Response)).strip()
     assert summary == "4 sources agree that tidal power is promising"

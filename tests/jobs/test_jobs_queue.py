@@ -391,3 +391,20 @@ async def test_a_schedule_fires_jobs_without_any_process_driving_it(queue: JobQu
     assert first.id != second.id
     assert (first.schedule, first.payload, first.queued_by) == ("tick", {"t": 1}, "cron")
     await wait_state(queue, first.id, JobState.RUNNING)
+
+
+async def test_delete_removes_one_finished_job_and_keeps_counts_exact(queue: JobQueue[Any]) -> None:
+    """delete() removes a finished job (counts drop by one), refuses an unfinished one and an unknown id."""
+    done = await queue.submit({"n": 1}, "w")
+    claimed = await queue.claim("w")
+    assert claimed is not None
+    await queue.complete(claimed.id, {"ok": True})
+    waiting = await queue.submit({"n": 2}, "w")
+    assert (await queue.counts()).complete == 1
+    assert await queue.delete(done) is True
+    assert await queue.get(done) is None
+    assert (await queue.counts()).complete == 0
+    with pytest.raises(JobStateError, match="only finished jobs"):
+        await queue.delete(waiting)
+    with pytest.raises(KeyNotFoundError, match="no job"):
+        await queue.delete("JOB-999")
