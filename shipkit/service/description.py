@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from shipkit.config import KvBucketConfig, StreamConfig
-from shipkit.jobs import JobQueue
+from shipkit.jobs import JobQueue, JobWorkerSpec
+from shipkit.jobs.models import Priority, served_priorities
 from shipkit.service.app import Service
 
 __all__ = ["describe", "streams_used"]
@@ -20,17 +21,17 @@ __all__ = ["describe", "streams_used"]
 
 def describe(service: Service) -> dict[str, Any]:
     """What ``service`` will use: subjects, streams, consumers, buckets (``shipkit inspect --json``)."""
-    queue = _job_queue(service)
-    streams = _stream_details(service, queue)
+    queues = _job_queues(service)
+    streams = _stream_details(service, queues)
     buckets = [
         _bucket(config, "kv watch") for config in {w.bucket.bucket: w.bucket for w in service.kv_watches}.values()
     ]
     object_stores: list[dict[str, Any]] = []
-    if queue is not None:
+    for queue in queues.values():
         layout = queue.layout
-        buckets.append(
-            {"bucket": layout.bucket, "used_by": "job records", "storage": layout.storage, "replicas": layout.replicas}
-        )
+        kept = {"storage": layout.storage, "replicas": layout.replicas}
+        buckets.append({"bucket": layout.bucket, "used_by": "job records", **kept})
+        buckets.append({"bucket": layout.workers_bucket, "used_by": "job worker registry", **kept})
         object_stores.append(
             {
                 "bucket": layout.results_bucket,
@@ -66,7 +67,7 @@ def describe(service: Service) -> dict[str, Any]:
             {"agent": a.subjects.agent, "owner": a.subjects.owner, "prompt": a.subjects.subject("prompt")}
             for a in service.agents
         ],
-        "job_worker_details": _job_workers(service, queue),
+        "job_worker_details": _job_workers(service, queues),
         "streams": sorted(s["name"] for s in streams),
         "stream_details": sorted(streams, key=lambda s: str(s["name"])),
         "buckets": sorted(b["bucket"] for b in buckets),
@@ -77,14 +78,13 @@ def describe(service: Service) -> dict[str, Any]:
 
 def streams_used(service: Service) -> set[str]:
     """Names of the streams ``service`` needs (job workers' included)."""
-    return {s["name"] for s in _stream_details(service, _job_queue(service))}
+    return {s["name"] for s in _stream_details(service, _job_queues(service))}
 
 
-def _job_queue(service: Service) -> JobQueue[Any] | None:
-    """The queue ``@service.job_worker`` functions run on, unconnected (only its layout is read)."""
-    if not service.job_workers:
-        return None
-    return JobQueue(None, name=service.job_queue)
+def _job_queues(service: Service) -> dict[str, JobQueue[Any]]:
+    """The queues ``@service.job_worker`` functions run on, by name, unconnected (only their layout is read)."""
+    names = {spec.queue or service.job_queue for spec in service.job_workers}
+    return {name: JobQueue(None, name=name) for name in sorted(names)}
 
 
 def _stream(config: StreamConfig, used_by: str) -> dict[str, Any]:
@@ -112,7 +112,7 @@ def _bucket(config: KvBucketConfig, used_by: str) -> dict[str, Any]:
     }
 
 
-def _stream_details(service: Service, queue: JobQueue[Any] | None) -> list[dict[str, Any]]:
+def _stream_details(service: Service, queues: dict[str, JobQueue[Any]]) -> list[dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     for spec in service.events:
         found.setdefault(spec.stream.name, _stream(spec.stream, "durable events"))
@@ -120,9 +120,9 @@ def _stream_details(service: Service, queue: JobQueue[Any] | None) -> list[dict[
         found.setdefault("CHANNELS", _stream(StreamConfig.channels(), "channels"))
     if service.publishes_durable_mutations:
         found.setdefault(service.event_stream.name, _stream(service.event_stream, "mutation events"))
-    if queue is not None:
-        # JobQueue's defaults: job events go to the contract's event bus.
+    if queues:  # JobQueue's defaults: job events go to the contract's event bus
         found.setdefault("SHIP_EVENTS", _stream(StreamConfig.event_bus(), "job events"))
+    for queue in queues.values():
         layout = queue.layout
         prefix = layout.subject_prefix
         jobs = {"storage": layout.storage, "replicas": layout.replicas}
@@ -147,6 +147,13 @@ def _stream_details(service: Service, queue: JobQueue[Any] | None) -> list[dict[
             "retention": "limits",
             **jobs,
         }
+        found[f"KV_{layout.workers_bucket}"] = {
+            "name": f"KV_{layout.workers_bucket}",
+            "used_by": f"KV bucket {layout.workers_bucket} (job worker registry)",
+            "subjects": [f"$KV.{layout.workers_bucket}.>"],
+            "retention": "limits",
+            **jobs,
+        }
         found[f"OBJ_{layout.results_bucket}"] = {
             "name": f"OBJ_{layout.results_bucket}",
             "used_by": f"object store {layout.results_bucket} (large job results)",
@@ -157,25 +164,33 @@ def _stream_details(service: Service, queue: JobQueue[Any] | None) -> list[dict[
     return list(found.values())
 
 
-def _job_workers(service: Service, queue: JobQueue[Any] | None) -> list[dict[str, Any]]:
-    if queue is None:
-        return []
+def _job_workers(service: Service, queues: dict[str, JobQueue[Any]]) -> list[dict[str, Any]]:
+    return [_job_worker(spec, queues[spec.queue or service.job_queue]) for spec in service.job_workers]
+
+
+def _job_worker(spec: JobWorkerSpec, queue: JobQueue[Any]) -> dict[str, Any]:
     layout = queue.layout
-    return [
-        {
-            "worker": spec.worker,
-            "queue": layout.name,
-            "concurrency": spec.concurrency,
-            "max_attempts": spec.max_attempts or queue.max_attempts,
-            "timeout_s": spec.timeout_s,
-            "lease_s": spec.lease_s,
-            "backoff": (spec.backoff or queue.backoff).model_dump(),
-            "consumer": {
-                "stream": layout.dispatch_stream,
-                "durable": layout.consumer_name(spec.worker),
-                "filter": layout.dispatch_subject(spec.worker),
-                "ack_wait_s": spec.lease_s,
-            },
+
+    def consumer(priority: Priority) -> dict[str, Any]:
+        return {
+            "stream": layout.dispatch_stream,
+            "durable": layout.consumer_name(spec.worker, priority),
+            "filter": layout.dispatch_subject(spec.worker, priority),
+            "ack_wait_s": spec.lease_s,
+            "priority": priority,
         }
-        for spec in service.job_workers
-    ]
+
+    priorities = served_priorities(spec.priority_levels)
+    return {
+        "worker": spec.worker,
+        "queue": layout.name,
+        "concurrency": spec.concurrency,
+        "max_attempts": spec.max_attempts or queue.max_attempts,
+        "timeout_s": spec.timeout_s,
+        "lease_s": spec.lease_s,
+        "retention_s": spec.retention_s,
+        "priority_levels": spec.priority_levels,
+        "backoff": (spec.backoff or queue.backoff).model_dump(),
+        "consumer": {k: v for k, v in consumer("normal").items() if k != "priority"},
+        "consumers": [consumer(priority) for priority in priorities],
+    }

@@ -32,10 +32,14 @@ async def test_streams_and_buckets_are_the_ones_start_provisions(
     async with run_service(service, shipkit_config):
         created = {info.config.name for info in await raw_js.streams_info()}
         consumer = await raw_js.consumer_info("JOBS_jobs_DISPATCH", "train")
+        (worker,) = described["job_worker_details"]
+        for listed in worker["consumers"]:  # one durable per priority level served; each one exists
+            await raw_js.consumer_info(listed["stream"], listed["durable"])
+        assert len(worker["consumers"]) == worker["priority_levels"]
     assert consumer.config.ack_wait == 12
     assert created <= set(described["streams"]), created - set(described["streams"])
     assert set(described["streams"]) - created <= {"OBJ_JOBS_jobs_RESULTS"}  # made on the first large result
-    assert described["buckets"] == ["JOBS_jobs"]
+    assert described["buckets"] == ["JOBS_jobs", "JOBS_jobs_WORKERS"]
     assert [o["bucket"] for o in described["object_stores"]] == ["JOBS_jobs_RESULTS"]
     assert all(s["replicas"] == 1 and s["storage"] == "file" for s in described["stream_details"])
 
