@@ -29,10 +29,10 @@ from nats.aio.subscription import Subscription
 from shipkit import _jetstream as _js
 from shipkit.connection import ConnectionManager
 from shipkit.errors import (
+    ClusterUnavailableError,
     JetStreamError,
     NatsTimeoutError,
     ShipkitError,
-    StreamNotFoundError,
     as_shipkit_error,
     translate_nats_errors,
 )
@@ -67,7 +67,9 @@ def check_ack(msg: Msg, what: str) -> dict[str, Any]:
     """The PubAck of a JetStream publish as a dict; raise the shipkit error for an error answer."""
     headers = msg.headers
     if headers and not msg.data and headers.get(_js.STATUS) == _js.STATUS_NO_RESPONDERS:
-        raise StreamNotFoundError(f"{what}: no stream captures this subject (publish got no ack)")
+        raise ClusterUnavailableError(
+            f"{what}: no stream answered (no leader / cluster unavailable, or no stream captures this subject)"
+        )
     try:
         answer: dict[str, Any] = pydantic_core.from_json(msg.data)  # a few times faster than json.loads
     except ValueError as exc:
@@ -253,7 +255,7 @@ class PipelinedPublisher:
             return
         try:
             check_ack(msg, post.what)
-        except StreamNotFoundError:  # a restarting server answers "no stream" for a moment
+        except ClusterUnavailableError:  # an electing or restarting stream answers "no stream" for a moment
             post.retry_at = asyncio.get_running_loop().time() + min(0.05 * 2**post.attempts, 1.0)
             return
         except ShipkitError as exc:

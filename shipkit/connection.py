@@ -12,7 +12,6 @@ import asyncio
 import ssl
 from typing import Any, Literal, Self
 
-import nats
 import structlog
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -20,10 +19,10 @@ from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from shipkit._connectable import Connectable
-from shipkit.config import KvBucketConfig, NatsConfig, ObjectStoreConfig, StreamConfig, _redact_url
+from shipkit._dial import ConnectErrors, dial
+from shipkit.config import KvBucketConfig, NatsConfig, ObjectStoreConfig, StreamConfig
 from shipkit.errors import (
     BucketNotFoundError,
-    NatsConnectionError,
     NotConnectedError,
     ProvisioningError,
     StreamExistsError,
@@ -73,8 +72,7 @@ class ConnectionManager(Connectable):
         self._kv: dict[str, KeyValue] = {}
         self._objects: dict[str, ObjectStore] = {}
         self._closing = False
-        self._connecting = False
-        self._connect_errors: list[str] = []
+        self._connect_errors: ConnectErrors | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -87,8 +85,10 @@ class ConnectionManager(Connectable):
         """Connect if not connected yet; a second call is a no-op.
 
         Raises:
-            NatsConnectionError: no server in ``config.servers`` accepted the connection; the
-                message names the servers tried and the cause.
+            NatsConnectionError: no server in ``config.servers`` accepted the connection within
+                ``config.connect_timeout_s`` (every attempt included); the message names the
+                servers tried and the cause (untrusted certificate, rejected credentials, refused,
+                timed out).
         """
         if self.is_connected:
             return self
@@ -125,21 +125,11 @@ class ConnectionManager(Connectable):
             options["tls"] = tls
             if config.tls_hostname:
                 options["tls_hostname"] = config.tls_hostname
-        self._connecting = True
-        self._connect_errors = []
+        self._connect_errors = ConnectErrors()
         try:
-            nc = await nats.connect(**options)
-        except Exception as exc:  # OSError, nats errors, ssl errors: all mean "could not connect"
-            # nats-py ends with a bare NoServersError; the causes (refused, authorization
-            # violation, TLS) only reach error_cb, so name them here.
-            seen = f" (errors: {'; '.join(self._connect_errors)})" if self._connect_errors else ""
-            servers = ", ".join(_redact_url(s) for s in config.servers)
-            raise NatsConnectionError(
-                f"could not connect to NATS at {servers}: {type(exc).__name__}: {exc or 'no detail'}{seen}"
-                " (is a server running? `shipkit server` starts one)"
-            ) from exc
+            nc = await dial(config, options, self._connect_errors)
         finally:
-            self._connecting = False
+            self._connect_errors = None
         nc.options["allow_reconnect"] = config.allow_reconnect
         nc.options["max_reconnect_attempts"] = config.max_reconnect_attempts
         nc.options["reconnect_time_wait"] = config.reconnect_time_wait_s
@@ -318,10 +308,8 @@ class ConnectionManager(Connectable):
     # -- connection events -------------------------------------------------------------------
 
     async def _on_error(self, exc: Exception) -> None:
-        if self._connecting:  # the initial connect raises NatsConnectionError naming these instead
-            text = f"{type(exc).__name__}: {exc}"
-            if text not in self._connect_errors and len(self._connect_errors) < 5:
-                self._connect_errors.append(text)
+        if self._connect_errors is not None:  # the first connect raises NatsConnectionError naming these
+            self._connect_errors.add(exc)
             return
         log.warning("nats.error", error=f"{type(exc).__name__}: {exc}")
 
