@@ -314,7 +314,7 @@ class ConnectionManager(Connectable):
         log.warning("nats.error", error=f"{type(exc).__name__}: {exc}")
 
     async def _on_disconnected(self) -> None:
-        if not self._closing:
+        if not self._closing and self._connect_errors is None:  # an abandoned first attempt is no news
             log.warning("nats.disconnected", hint="reconnecting per the config's reconnect policy")
 
     async def _on_reconnected(self) -> None:

@@ -27,7 +27,7 @@ from nats.aio.subscription import Subscription
 from shipkit._connectable import Connectable
 from shipkit.config import KvBucketConfig, NatsConfig, ObjectStoreConfig
 from shipkit.connection import ConnectionManager, ProvisionMode, resolve_connection
-from shipkit.errors import ConfigurationError
+from shipkit.errors import ConfigurationError, StartupInterruptedError
 from shipkit.models import ShipEvent
 from shipkit.primitives.eventbus import EventBus
 from shipkit.primitives.kv import KvStore
@@ -292,8 +292,13 @@ class Runtime:
     # -- run and stop -----------------------------------------------------------------------------
 
     async def serve(self) -> None:
-        """Start, wait for :attr:`should_exit`, then shut down."""
-        await self.start()
+        """Start, wait for :attr:`should_exit`, then shut down.
+
+        Raises:
+            StartupInterruptedError: :meth:`request_exit` (a signal) came while connecting or
+                provisioning; what had started is stopped again.
+        """
+        await _start_unless_exit(self)
         try:
             await self.should_exit.wait()
         finally:
@@ -407,6 +412,23 @@ class Runtime:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _start_unless_exit(runtime: Runtime) -> None:
+    """``runtime.start()``, abandoned at once when an exit is requested before it finishes."""
+    starting = asyncio.ensure_future(runtime.start())
+    exit_requested = asyncio.ensure_future(runtime.should_exit.wait())
+    try:
+        await asyncio.wait({starting, exit_requested}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        exit_requested.cancel()
+    if not starting.done():
+        starting.cancel()  # start() stops what it began (its BaseException path) before ending
+        await asyncio.gather(starting, return_exceptions=True)
+        raise StartupInterruptedError(
+            f"{runtime.service.name}: stopped by a signal while connecting or provisioning; it did not start"
+        )
+    starting.result()
 
 
 async def _as_coroutine(awaitable: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -10,8 +11,10 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from apps.cli_process import APPS_DIR, ShipkitProcess, child_env, run_cli
+from apps.tls_certs import make_tls_files, server_args
 
 from shipkit import Client
+from shipkit.server import NatsServer
 
 Spawn = Callable[..., Awaitable[ShipkitProcess]]
 
@@ -154,3 +157,34 @@ def test_failing_startup_hook_exits_3_with_its_traceback(tmp_path: Path, shipkit
     assert result.returncode == 3, result.stderr
     assert "Error: RuntimeError: database at db:5432 refused the connection" in result.stderr
     assert "in connect_to_the_database" in result.stderr
+
+
+def test_untrusted_tls_server_exits_3_within_the_deadline(tmp_path: Path) -> None:
+    """shipkit run against a TLS server whose certificate it does not trust exits 3 naming --tls-ca."""
+    files = make_tls_files(tmp_path)
+    with NatsServer(store_dir=tmp_path / "store", extra_args=server_args(files)) as server:
+        url = server.url.replace("nats://", "tls://")
+        result = run_cli("run", "cli_echo", "--nats-url", url, "--app-dir", str(APPS_DIR), cwd=tmp_path, timeout_s=30)
+    assert result.returncode == 3, result.stderr
+    assert "not trusted" in result.stderr
+    assert "--tls-ca" in result.stderr
+
+
+async def test_signal_while_connecting_exits_3_at_once(spawn: Spawn) -> None:
+    """SIGTERM while the first connection is still being made stops shipkit run with exit 3 right away."""
+    accepted = asyncio.Event()
+
+    async def on_connect(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.set()  # and never send INFO: the client waits for its connect deadline
+
+    silent = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+    try:
+        url = f"nats://127.0.0.1:{silent.sockets[0].getsockname()[1]}"
+        process = await spawn("cli_echo", "--nats-url", url)
+        await asyncio.wait_for(accepted.wait(), 15)
+        process.send_signal(signal.SIGTERM)
+        code = await process.wait_exit(timeout_s=4)  # well before the 5 s connect deadline
+    finally:
+        silent.close()
+    assert code == 3, "\n".join(process.lines)
+    assert any("stopped by a signal while connecting" in line for line in process.lines), process.lines
