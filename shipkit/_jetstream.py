@@ -11,6 +11,7 @@ API error codes live in the error table of :mod:`shipkit.errors`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from typing import Any, Protocol
 
@@ -148,14 +149,24 @@ async def pull_next(nc: Client, stream: str, consumer: str, request: bytes, time
     raise JetStreamError(f"pull {consumer}: status {status} {(msg.headers or {}).get(DESCRIPTION, '')}")
 
 
+def replica_drift(declared: int | None, actual: int | None) -> dict[str, tuple[Any, Any]]:
+    """``{"num_replicas": (declared, actual)}`` when they differ, else empty."""
+    want, have = declared or 1, actual or 1
+    return {"num_replicas": (want, have)} if want != have else {}
+
+
 async def ensure_raw_stream(manager: ConnectionManager, config: api.StreamConfig, required: dict[str, Any]) -> None:
     """Create ``config``'s stream when missing (or verify it exists) and check ``required`` settings.
 
     An existing stream is used as it is; settings in ``required`` that differ are a
-    :class:`ProvisioningError` (the queue cannot work without them), others are not compared.
+    :class:`ProvisioningError` (the queue cannot work without them); other replicas than declared
+    are a drift warning (refused in verify mode); others are not compared. A stream declared at
+    R1 gets the manager's ``replicas`` setting.
     """
     js = manager.jetstream
     name = str(config.name)
+    if manager.replicas is not None and (config.num_replicas or 1) == 1:
+        config = dataclasses.replace(config, num_replicas=manager.replicas)
     try:
         with translate_nats_errors(f"stream info {name}"):
             info = await js.stream_info(name)
@@ -171,6 +182,7 @@ async def ensure_raw_stream(manager: ConnectionManager, config: api.StreamConfig
         except StreamExistsError:  # lost a creation race: use the winner's
             with translate_nats_errors(f"stream info {name}"):
                 info = await js.stream_info(name)
+    manager._report_drift("stream.drift", name, replica_drift(config.num_replicas, info.config.num_replicas))
     wrong = {
         key: (want, getattr(getattr(info.config, key, None), "value", getattr(info.config, key, None)))
         for key, want in required.items()

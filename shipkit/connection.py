@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, TypeVar
 
 import structlog
 from nats.aio.client import Client
@@ -33,6 +33,8 @@ from shipkit.errors import (
 __all__ = ["ConnectionManager", "ConnectionOwner", "ProvisionMode", "resolve_connection"]
 
 ProvisionMode = Literal["create", "verify"]
+
+ResourceT = TypeVar("ResourceT", StreamConfig, KvBucketConfig, ObjectStoreConfig)
 
 log = structlog.get_logger(__name__)
 
@@ -66,6 +68,8 @@ class ConnectionManager(Connectable):
     def __init__(self, config: NatsConfig | None = None, *, provision: ProvisionMode = "create") -> None:
         self.config = config or NatsConfig()
         self.provision: ProvisionMode = provision
+        self.replicas: int | None = self.config.replicas
+        """Replicas of every stream, bucket and object store provisioned here that is declared at R1."""
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._streams: dict[str, Any] = {}
@@ -218,6 +222,7 @@ class ConnectionManager(Connectable):
         """
         if config.name in self._streams:
             return self._streams[config.name]
+        config = self.replicated(config)
         js = self.jetstream
         info = await self._stream_info(config.name)
         if info is None:
@@ -237,6 +242,12 @@ class ConnectionManager(Connectable):
         self._streams[config.name] = info
         return info
 
+    def replicated(self, config: ResourceT) -> ResourceT:
+        """``config`` with :attr:`replicas` applied when it is declared at the default R1."""
+        if self.replicas is None or self.replicas == config.replicas or config.replicas != 1:
+            return config
+        return config.model_copy(update={"replicas": self.replicas})
+
     async def _stream_info(self, name: str) -> Any | None:
         try:
             with translate_nats_errors(f"stream info {name}"):
@@ -249,6 +260,7 @@ class ConnectionManager(Connectable):
         cached = self._kv.get(config.bucket)
         if cached is not None:
             return cached
+        config = self.replicated(config)
         js = self.jetstream
         try:
             with translate_nats_errors(f"kv bucket {config.bucket}"):
@@ -271,6 +283,7 @@ class ConnectionManager(Connectable):
         cached = self._objects.get(config.bucket)
         if cached is not None:
             return cached
+        config = self.replicated(config)
         js = self.jetstream
         try:
             with translate_nats_errors(f"object bucket {config.bucket}"):
@@ -293,8 +306,13 @@ class ConnectionManager(Connectable):
         info = await self._stream_info(stream)
         return info.config if info is not None else None
 
-    @staticmethod
-    def _report_drift(event: str, name: str, diff: dict[str, tuple[Any, Any]]) -> None:
+    def _report_drift(self, event: str, name: str, diff: dict[str, tuple[Any, Any]]) -> None:
+        replicas = diff.get("num_replicas") or diff.get("replicas")
+        if replicas is not None and self.provision == "verify":
+            raise ProvisioningError(
+                f"{name!r} exists with {replicas[1]} replica(s) but {replicas[0]} are declared and provision mode "
+                "is 'verify': change it with your infrastructure tooling (nats stream edit --replicas) or the setting"
+            )
         if diff:
             log.warning(
                 event,

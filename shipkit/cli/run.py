@@ -68,6 +68,14 @@ _LOG_LEVELS = ("debug", "info", "warning", "error")
 @click.option(
     "--no-embedded", is_flag=True, help="Never start the embedded server when nothing listens on localhost:4222."
 )
+@click.option(
+    "--replicas",
+    type=click.IntRange(1, 5),
+    default=None,
+    metavar="N",
+    help="Replicas of every stream and bucket the service provisions (needs a cluster).  "
+    "[default: the service's, $SHIPKIT_REPLICAS or 1]",
+)
 def run_command(
     target: str,
     nats_url: str | None,
@@ -78,6 +86,7 @@ def run_command(
     verify: bool,
     data_dir: Path,
     no_embedded: bool,
+    replicas: int | None,
 ) -> None:
     """Run the service MODULE[:ATTR] until SIGINT or SIGTERM, then shut down gracefully.
 
@@ -105,6 +114,7 @@ def run_command(
             provision="verify" if verify else "create",
             embedded=not no_embedded,
             data_dir=data_dir,
+            replicas=replicas,
         )
     except KeyboardInterrupt:  # Ctrl-C before the signal capture was installed (e.g. while connecting)
         sys.exit(130)
@@ -172,4 +182,7 @@ def _describe_lines(d: dict[str, Any]) -> list[str]:
         lines.extend(f"  {first:<{width}}  {rest}".rstrip() for first, rest in rows)
     lines.append(f"streams: {', '.join(d['streams']) or 'none'}")
     lines.append(f"buckets: {', '.join(d['buckets']) or 'none'}")
+    replicas = d.get("replicas") or {}
+    if replicas:
+        lines.append("replicas: " + ", ".join(f"{name}=R{count}" for name, count in replicas.items()))
     return lines

@@ -90,6 +90,9 @@ class Service:
             noesis-ship does when no event stream is configured (nothing is stored).
         job_queue: the :class:`~shipkit.jobs.JobQueue` name ``@service.job_worker`` functions
             take jobs from (default ``"jobs"``).
+        replicas: replicas of every stream, bucket and object store the service provisions
+            (events, channels, job streams and buckets, KV watch buckets) that is declared at R1;
+            ``shipkit run --replicas`` and ``NatsConfig.replicas`` override it. Needs a cluster.
     """
 
     def __init__(
@@ -109,8 +112,14 @@ class Service:
         unknown_command_reply: bool = True,
         mutation_transport: Literal["jetstream", "core"] = "jetstream",
         job_queue: str = "jobs",
+        replicas: int | None = None,
     ) -> None:
         self.name = validate_service_name(name)
+        if replicas is not None and (
+            isinstance(replicas, bool) or not isinstance(replicas, int) or not 1 <= replicas <= 5
+        ):
+            raise ConfigurationError(f"Service {name!r}: replicas must be a whole number from 1 to 5, got {replicas!r}")
+        self.replicas = replicas
         self.version = check_version(version)
         self.description = description
         self.prefix = validate_subject(prefix if prefix is not None else name, "service prefix")

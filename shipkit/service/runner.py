@@ -77,6 +77,7 @@ async def serve(
     embedded: bool = True,
     data_dir: str | Path = ".",
     handle_signals: bool = True,
+    replicas: int | None = None,
 ) -> Counts:
     """Run ``service`` until SIGINT/SIGTERM (or ``runtime.request_exit()``), then shut down in order.
 
@@ -88,6 +89,7 @@ async def serve(
         embedded: when no URL was given anywhere and nothing listens on localhost:4222, start an
             embedded nats-server there with its store under ``data_dir/nats``.
         handle_signals: install SIGINT/SIGTERM handlers (turn off when embedding).
+        replicas: replicas of every stream and bucket provisioned at R1 (overrides the service's).
 
     Returns:
         The shutdown counts (handled, failed, cancelled).
@@ -107,7 +109,7 @@ async def serve(
             )
             url = server.url
         config = NatsConfig.from_url(url, name=service.name)
-    runtime = Runtime(service, config, graceful_timeout_s=graceful_timeout_s, provision=provision)
+    runtime = Runtime(service, config, graceful_timeout_s=graceful_timeout_s, provision=provision, replicas=replicas)
     try:
         with capture_signals(runtime) if handle_signals else nullcontext():
             await runtime.serve()

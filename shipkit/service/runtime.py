@@ -71,6 +71,8 @@ class Runtime:
             :class:`NatsConfig` or URL (an owned connection), or None (environment default).
         graceful_timeout_s: grace period for in-flight work; defaults to the service's.
         provision: ``"create"`` missing streams/buckets/consumers, or ``"verify"`` they exist.
+        replicas: replicas of what the runtime provisions (default: the service's, else the
+            connection config's ``replicas`` / ``SHIPKIT_REPLICAS``).
     """
 
     def __init__(
@@ -80,10 +82,13 @@ class Runtime:
         *,
         graceful_timeout_s: float | None = None,
         provision: ProvisionMode = "create",
+        replicas: int | None = None,
     ) -> None:
         self.service = service
         self.service_name = service.name
         self.connection, self._owns_connection = resolve_connection(connection)
+        if replicas is not None or service.replicas is not None:
+            self.connection.replicas = replicas if replicas is not None else service.replicas
         if provision == "verify":
             self.connection.provision = "verify"
         self.graceful_timeout_s = service.graceful_timeout_s if graceful_timeout_s is None else graceful_timeout_s

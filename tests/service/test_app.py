@@ -166,3 +166,29 @@ def test_describe_lists_subjects_streams_and_buckets() -> None:
     }
     assert described["streams"] == ["SHIP_EVENTS"]
     assert described["buckets"] == ["ship_config"]
+    assert described["replicas"] == {"SHIP_EVENTS": 1, "ship_config": 1}
+
+
+def test_describe_shows_the_replicas_setting_per_resource(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With Service(replicas=3) every resource shows R3, job streams and buckets included."""
+    monkeypatch.delenv("SHIPKIT_REPLICAS", raising=False)
+    service = Service("fleet", replicas=3)
+
+    @service.on_event("item.*")
+    async def on_item(event: Any) -> None: ...
+
+    @service.job_worker("resize")
+    async def resize(job: Any) -> None: ...
+
+    replicas = describe(service)["replicas"]
+    assert set(replicas.values()) == {3}
+    assert {"SHIP_EVENTS", "JOBS_jobs", "JOBS_jobs_DISPATCH", "JOBS_jobs_COUNTERS", "JOBS_jobs_RESULTS"} <= set(
+        replicas
+    )
+
+
+@pytest.mark.parametrize("replicas", [0, 6, "3", True])
+def test_service_replicas_out_of_range_is_refused(replicas: Any) -> None:
+    """Service(replicas=) outside 1-5 (or not an int) is a ConfigurationError naming the service."""
+    with pytest.raises(ConfigurationError, match="'fleet': replicas must be"):
+        Service("fleet", replicas=replicas)
