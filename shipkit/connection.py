@@ -9,7 +9,9 @@ config that differs from the declaration is reported as a drift warning, never r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
+from collections.abc import Callable, Coroutine
 from typing import Any, Literal, Self, TypeVar
 
 import structlog
@@ -77,6 +79,8 @@ class ConnectionManager(Connectable):
         self._objects: dict[str, ObjectStore] = {}
         self._closing = False
         self._connect_errors: ConnectErrors | None = None
+        self._reconnect_listeners: list[Callable[[], Coroutine[Any, Any, None]]] = []
+        self._listener_tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -335,8 +339,32 @@ class ConnectionManager(Connectable):
         if not self._closing and self._connect_errors is None:  # an abandoned first attempt is no news
             log.warning("nats.disconnected", hint="reconnecting per the config's reconnect policy")
 
+    def on_reconnect(self, listener: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], None]:
+        """Call ``listener`` each time the connection is back (subscriptions already re-sent).
+
+        Pull consumers, watches and job workers use it to re-arm at once instead of waiting
+        for missed heartbeats. A listener runs in its own task, so a slow one delays no other;
+        its failure is logged. Returns a function that removes the listener.
+        """
+        self._reconnect_listeners.append(listener)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._reconnect_listeners.remove(listener)
+
+        return remove
+
     async def _on_reconnected(self) -> None:
         log.info("nats.reconnected", server=_server_address(self._nc))
+        for listener in list(self._reconnect_listeners):
+            task = asyncio.create_task(listener())
+            self._listener_tasks.add(task)
+            task.add_done_callback(self._listener_done)
+
+    def _listener_done(self, task: asyncio.Task[None]) -> None:
+        self._listener_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("nats.reconnect_listener_failed", exc_info=task.exception())
 
 
 def _server_address(nc: Client | None) -> str | None:
