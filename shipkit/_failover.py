@@ -24,7 +24,7 @@ import nats.errors as nats_errors
 import structlog
 
 from shipkit import _jetstream as _js
-from shipkit._publish import check_ack
+from shipkit._jetstream import check_ack
 from shipkit.connection import ConnectionManager
 from shipkit.errors import (
     JS_ERR_NO_STREAM_MATCHES_SUBJECT,
@@ -37,7 +37,14 @@ from shipkit.errors import (
     as_shipkit_error,
 )
 
-__all__ = ["TRANSIENT_ERRORS", "new_msg_id", "publish_acked", "retry_transient", "stream_captures"]
+__all__ = [
+    "TRANSIENT_ERRORS",
+    "new_msg_id",
+    "no_stream_answered",
+    "publish_acked",
+    "retry_transient",
+    "stream_captures",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -104,7 +111,7 @@ async def stream_captures(connection: ConnectionManager, subject: str) -> bool |
     return bool(answer.get("streams"))
 
 
-async def _no_stream_answered(connection: ConnectionManager, subject: str, what: str) -> NoReturn:
+async def no_stream_answered(connection: ConnectionManager, subject: str, what: str) -> NoReturn:
     """No stream answered a publish: missing (checked) or electing; raise which."""
     if await stream_captures(connection, subject) is False:
         raise StreamNotFoundError(
@@ -144,12 +151,12 @@ async def publish_acked(
         try:
             msg = await connection.client.request(subject, data, timeout=config.request_timeout_s, headers=sent)
         except nats_errors.NoRespondersError:
-            await _no_stream_answered(connection, subject, what)
+            await no_stream_answered(connection, subject, what)
         except Exception as exc:
             raise as_shipkit_error(exc, what) from exc
         try:
             return check_ack(msg, what)
         except ClusterUnavailableError:
-            await _no_stream_answered(connection, subject, what)
+            await no_stream_answered(connection, subject, what)
 
     return await retry_transient(what, attempt, config.failover_timeout_s)

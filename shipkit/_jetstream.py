@@ -15,6 +15,8 @@ import dataclasses
 import json
 from typing import Any, Protocol
 
+import nats.js.errors as js_errors
+import pydantic_core
 import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -22,6 +24,7 @@ from nats.js import api
 
 from shipkit.connection import ConnectionManager
 from shipkit.errors import (
+    ClusterUnavailableError,
     JetStreamError,
     NatsTimeoutError,
     ProvisioningError,
@@ -55,6 +58,26 @@ STATUS_REQUEST_EXPIRED = "408"  # a pull request's expiry passed unfilled
 STATUS_NO_RESPONDERS = "503"  # no stream answered (missing, allow_direct off, or restarting)
 STATUS_END_OF_BATCH = "204"
 PULL_ENDED = frozenset({STATUS_NO_MESSAGES, STATUS_REQUEST_EXPIRED})  # a pull that simply got nothing
+
+
+def check_ack(msg: Msg, what: str) -> dict[str, Any]:
+    """The PubAck of a JetStream publish as a dict; raise the shipkit error for an error answer."""
+    headers = msg.headers
+    if headers and not msg.data and headers.get(STATUS) == STATUS_NO_RESPONDERS:
+        raise ClusterUnavailableError(
+            f"{what}: no stream answered (no leader / cluster unavailable, or no stream captures this subject)"
+        )
+    try:
+        answer: dict[str, Any] = pydantic_core.from_json(msg.data)  # a few times faster than json.loads
+    except ValueError as exc:
+        raise JetStreamError(f"{what}: unreadable acknowledgement {msg.data[:80]!r}") from exc
+    if not isinstance(answer, dict):
+        raise JetStreamError(f"{what}: unreadable acknowledgement {msg.data[:80]!r}")
+    error = answer.get("error")
+    if error is not None:
+        with translate_nats_errors(what):
+            raise js_errors.APIError.from_error(error)
+    return answer
 
 
 def pull_next_subject(stream: str, consumer: str) -> str:

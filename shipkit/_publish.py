@@ -20,17 +20,16 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
-import nats.js.errors as js_errors
-import pydantic_core
 import structlog
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from shipkit import _jetstream as _js
+from shipkit._failover import new_msg_id, no_stream_answered, retry_transient
+from shipkit._jetstream import check_ack
 from shipkit.connection import ConnectionManager
 from shipkit.errors import (
     ClusterUnavailableError,
-    JetStreamError,
     NatsTimeoutError,
     ShipkitError,
     as_shipkit_error,
@@ -61,26 +60,6 @@ class _Pending:
     future: asyncio.Future[Msg] | None = None
     post: _Post | None = None
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
-
-
-def check_ack(msg: Msg, what: str) -> dict[str, Any]:
-    """The PubAck of a JetStream publish as a dict; raise the shipkit error for an error answer."""
-    headers = msg.headers
-    if headers and not msg.data and headers.get(_js.STATUS) == _js.STATUS_NO_RESPONDERS:
-        raise ClusterUnavailableError(
-            f"{what}: no stream answered (no leader / cluster unavailable, or no stream captures this subject)"
-        )
-    try:
-        answer: dict[str, Any] = pydantic_core.from_json(msg.data)  # a few times faster than json.loads
-    except ValueError as exc:
-        raise JetStreamError(f"{what}: unreadable acknowledgement {msg.data[:80]!r}") from exc
-    if not isinstance(answer, dict):
-        raise JetStreamError(f"{what}: unreadable acknowledgement {msg.data[:80]!r}")
-    error = answer.get("error")
-    if error is not None:
-        with translate_nats_errors(what):
-            raise js_errors.APIError.from_error(error)
-    return answer
 
 
 class PipelinedPublisher:
@@ -181,8 +160,21 @@ class PipelinedPublisher:
                 self._unregister(token, pending)
 
     async def publish(self, subject: str, data: bytes, *, headers: dict[str, str] | None = None) -> dict[str, Any]:
-        """A JetStream publish, acknowledgement awaited and checked: the PubAck as a dict."""
-        return check_ack(await self.request(subject, data, headers=headers), f"publish {subject}")
+        """A JetStream publish, acknowledgement awaited and checked: the PubAck as a dict.
+
+        Retried through a leader election or node loss (see :mod:`shipkit._failover`) with one
+        ``Nats-Msg-Id`` (added when ``headers`` has none), so a retry is stored once.
+        """
+        what = f"publish {subject}"
+        sent = headers if headers and _js.MSG_ID in headers else {**(headers or {}), _js.MSG_ID: new_msg_id()}
+
+        async def attempt() -> dict[str, Any]:
+            try:
+                return check_ack(await self.request(subject, data, headers=sent), what)
+            except ClusterUnavailableError:
+                await no_stream_answered(self.connection, subject, what)
+
+        return await retry_transient(what, attempt, self.connection.config.failover_timeout_s)
 
     async def publish_many(self, messages: list[tuple[str, bytes, dict[str, str] | None]]) -> list[dict[str, Any]]:
         """Many JetStream publishes, pipelined; the PubAcks in order (the first error answer raises)."""
