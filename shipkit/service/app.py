@@ -25,6 +25,7 @@ from typing import Any, Literal, TypeVar
 
 from shipkit._names import (
     sanitize_consumer_name,
+    validate_bucket_name,
     validate_kv_key_pattern,
     validate_service_name,
     validate_subject,
@@ -36,6 +37,7 @@ from shipkit.jobs.models import Backoff
 from shipkit.jobs.spec import JobWorkerSpec
 from shipkit.models import ChannelMessage, Event, ShipEvent
 from shipkit.primitives.kv import KvEntry
+from shipkit.service._registering import registering
 from shipkit.service.codec import inspect_handler
 from shipkit.service.context import Context
 from shipkit.service.specs import (
@@ -221,15 +223,16 @@ class Service:
         """
 
         def decorator(func: F) -> F:
-            self.add_handler(
-                name or func.__name__,
-                func,
-                mutation=mutation,
-                queue=queue,
-                max_concurrency=max_concurrency,
-                description=description,
-                metadata=metadata,
-            )
+            with registering(func):
+                self.add_handler(
+                    func.__name__ if name is None else name,
+                    func,
+                    mutation=mutation,
+                    queue=queue,
+                    max_concurrency=max_concurrency,
+                    description=description,
+                    metadata=metadata,
+                )
             return func
 
         return decorator
@@ -321,16 +324,17 @@ class Service:
         """
 
         def decorator(func: F) -> F:
-            self.add_event_handler(
-                pattern,
-                func,
-                durable=durable,
-                stream=stream,
-                prefix=prefix,
-                max_concurrency=max_concurrency,
-                deliver=deliver,
-                nak_delay_s=nak_delay_s,
-            )
+            with registering(func):
+                self.add_event_handler(
+                    pattern,
+                    func,
+                    durable=durable,
+                    stream=stream,
+                    prefix=prefix,
+                    max_concurrency=max_concurrency,
+                    deliver=deliver,
+                    nak_delay_s=nak_delay_s,
+                )
             return func
 
         return decorator
@@ -342,7 +346,11 @@ class Service:
     ) -> None:
         """Register a KV watch; see :meth:`kv_watch`."""
         self._check_open(f"kv watch on {bucket!r}")
-        config = bucket if isinstance(bucket, KvBucketConfig) else KvBucketConfig(bucket=bucket)
+        if isinstance(bucket, KvBucketConfig):
+            config = bucket
+        else:
+            validate_bucket_name(bucket, f"bucket of kv watch {getattr(func, '__qualname__', func)}")
+            config = KvBucketConfig(bucket=bucket)
         validate_kv_key_pattern(key, f"key pattern of {func.__qualname__}")
         signature = inspect_handler(func, context_type=Context, what="kv watch")
         wants_entry = isinstance(signature.payload_type, type) and issubclass(signature.payload_type, KvEntry)
@@ -357,7 +365,8 @@ class Service:
         """
 
         def decorator(func: F) -> F:
-            self.add_kv_watch(bucket, func, key=key)
+            with registering(func):
+                self.add_kv_watch(bucket, func, key=key)
             return func
 
         return decorator
@@ -390,7 +399,8 @@ class Service:
         """
 
         def decorator(func: F) -> F:
-            self.add_message_handler(subject, func, queue=queue, max_concurrency=max_concurrency)
+            with registering(func):
+                self.add_message_handler(subject, func, queue=queue, max_concurrency=max_concurrency)
             return func
 
         return decorator
@@ -414,7 +424,8 @@ class Service:
         """
 
         def decorator(func: F) -> F:
-            self.add_channel_handler(channel, func, replay_history=replay_history)
+            with registering(func):
+                self.add_channel_handler(channel, func, replay_history=replay_history)
             return func
 
         return decorator
@@ -473,15 +484,16 @@ class Service:
         """
 
         def decorator(func: F) -> F:
-            self.add_job_worker(
-                func,
-                worker=worker,
-                concurrency=concurrency,
-                max_attempts=max_attempts,
-                backoff=backoff,
-                timeout_s=timeout_s,
-                lease_s=lease_s,
-            )
+            with registering(func):
+                self.add_job_worker(
+                    func,
+                    worker=worker,
+                    concurrency=concurrency,
+                    max_attempts=max_attempts,
+                    backoff=backoff,
+                    timeout_s=timeout_s,
+                    lease_s=lease_s,
+                )
             return func
 
         return decorator
