@@ -28,28 +28,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import itertools
 import json
 import sys
 import tempfile
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_note, print_table, quiet_logging, warm_allocator  # noqa: E402
+from _common import machine_note, print_table, quiet_logging, warm_allocator
 
-from shipkit import ShipEvent  # noqa: E402
-from shipkit._cluster import NatsCluster  # noqa: E402
-from shipkit.config import NatsConfig, StreamConfig  # noqa: E402
-from shipkit.connection import ConnectionManager  # noqa: E402
-from shipkit.primitives.consumer import DurableConsumer  # noqa: E402
-from shipkit.primitives.eventbus import EventBus  # noqa: E402
-from shipkit.server import NatsServer  # noqa: E402
-from shipkit.service.app import Service  # noqa: E402
-from shipkit.service.client import Client  # noqa: E402
-from shipkit.testing import run_service  # noqa: E402
+from shipkit import ShipEvent
+from shipkit._cluster import NatsCluster
+from shipkit.config import NatsConfig, StreamConfig
+from shipkit.connection import ConnectionManager
+from shipkit.primitives.consumer import DurableConsumer
+from shipkit.primitives.eventbus import EventBus
+from shipkit.server import NatsServer
+from shipkit.service.app import Service
+from shipkit.service.client import Client
+from shipkit.testing import run_service
 
 STREAM, PREFIX = "FAULTS", "bench.faults"
 
@@ -66,6 +67,8 @@ class Probe:
         self.acked: list[tuple[int, float]] = []  # (index, loop time of the ack)
         self.received: Counter[int] = Counter()
         self.first_seen: dict[int, float] = {}
+        self.total = 0
+        self.all_seen = asyncio.Event()
         self.request_errors = 0
         self.stop = asyncio.Event()
 
@@ -74,11 +77,13 @@ class Probe:
         index = int(ShipEvent.from_json(msg.data).payload["i"])
         self.received[index] += 1
         self.first_seen.setdefault(index, asyncio.get_running_loop().time())
+        if len(self.received) >= self.total:
+            self.all_seen.set()
 
     def stall_ms(self) -> float:
         """The longest gap between consecutive acks."""
         times = [t for _, t in self.acked]
-        return max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0) * 1000
+        return max((b - a for a, b in itertools.pairwise(times)), default=0.0) * 1000
 
 
 async def produce(bus: EventBus, probe: Probe, total: int, at_fault: asyncio.Event) -> None:
@@ -121,6 +126,7 @@ async def scenario(
     """Run producer, consumer and requester through ``fault``; the measurements."""
     config = NatsConfig(servers=urls, reconnect_time_wait_s=0.1, request_timeout_s=2.0, failover_timeout_s=30.0)
     probe, at_fault = Probe(), asyncio.Event()
+    probe.total = total
     service = Service("faults")
 
     @service.handler("ping")
@@ -147,10 +153,8 @@ async def scenario(
         await producer
         probe.stop.set()
         await requester
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 30
-        while len(probe.received) < total and loop.time() < deadline:
-            await asyncio.sleep(0.05)
+        with contextlib.suppress(TimeoutError):  # what never arrived is counted as lost below
+            await asyncio.wait_for(probe.all_seen.wait(), 30)
         await consumer.stop()
         info = await conn.jetstream.stream_info(STREAM)
     seen_after = [probe.first_seen[i] for i in range(first_after, total) if i in probe.first_seen]
