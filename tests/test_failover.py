@@ -178,3 +178,32 @@ async def _wait_complete(queue: JobQueue[Any], job_id: str) -> Any:
 def test_cluster_unavailable_is_transient_and_not_a_missing_stream() -> None:
     """ClusterUnavailableError is a JetStreamError that is not StreamNotFoundError."""
     assert not issubclass(ClusterUnavailableError, StreamNotFoundError)
+
+
+async def test_retry_transient_gives_up_with_cluster_unavailable() -> None:
+    """A failure that stays transient past the deadline becomes ClusterUnavailableError, chained to it."""
+    from shipkit._failover import retry_transient
+    from shipkit.errors import NatsTimeoutError
+
+    calls = 0
+
+    async def always_times_out() -> None:
+        nonlocal calls
+        calls += 1
+        raise NatsTimeoutError("no ack")
+
+    with pytest.raises(ClusterUnavailableError, match="no leader / cluster unavailable") as info:
+        await retry_transient("publish x", always_times_out, 0.3)
+    assert calls > 1
+    assert isinstance(info.value.__cause__, NatsTimeoutError)
+
+
+async def test_a_repeated_msg_id_is_stored_once(shipkit_connection: ConnectionManager) -> None:
+    """Two publishes with one Nats-Msg-Id (a retry whose ack was lost) store one message."""
+    await shipkit_connection.ensure_stream(StreamConfig.new("DEDUPE", "dedupe.>"))
+    first = await publish_acked(shipkit_connection, "dedupe.a", b"1", msg_id="same")
+    second = await publish_acked(shipkit_connection, "dedupe.a", b"1", msg_id="same")
+    assert second.get("duplicate") is True
+    assert first["seq"] == second["seq"]
+    info = await shipkit_connection.jetstream.stream_info("DEDUPE")
+    assert info.state.messages == 1
