@@ -25,7 +25,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from shipkit import _jetstream as _js
-from shipkit._failover import new_msg_id, no_stream_answered, retry_transient
+from shipkit._failover import TRANSIENT_ERRORS, new_msg_id, no_stream_answered, retry_transient
 from shipkit._jetstream import check_ack
 from shipkit.connection import ConnectionManager
 from shipkit.errors import (
@@ -60,6 +60,13 @@ class _Pending:
     future: asyncio.Future[Msg] | None = None
     post: _Post | None = None
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+
+
+def _with_msg_id(headers: dict[str, str] | None) -> dict[str, str]:
+    """``headers`` with a fresh ``Nats-Msg-Id`` unless they carry one (so a re-send is stored once)."""
+    if headers and _js.MSG_ID in headers:
+        return headers
+    return {**(headers or {}), _js.MSG_ID: new_msg_id()}
 
 
 class PipelinedPublisher:
@@ -166,7 +173,7 @@ class PipelinedPublisher:
         ``Nats-Msg-Id`` (added when ``headers`` has none), so a retry is stored once.
         """
         what = f"publish {subject}"
-        sent = headers if headers and _js.MSG_ID in headers else {**(headers or {}), _js.MSG_ID: new_msg_id()}
+        sent = _with_msg_id(headers)
 
         async def attempt() -> dict[str, Any]:
             try:
@@ -177,10 +184,23 @@ class PipelinedPublisher:
         return await retry_transient(what, attempt, self.connection.config.failover_timeout_s)
 
     async def publish_many(self, messages: list[tuple[str, bytes, dict[str, str] | None]]) -> list[dict[str, Any]]:
-        """Many JetStream publishes, pipelined; the PubAcks in order (the first error answer raises)."""
-        replies = await self.request_many(messages)
-        pairs = zip(replies, messages, strict=True)
-        return [check_ack(reply, f"publish {subject}") for reply, (subject, _, _) in pairs]
+        """Many JetStream publishes, pipelined; the PubAcks in order (the first error answer raises).
+
+        Each carries a ``Nats-Msg-Id``; those that met an election or no answer are re-sent one
+        by one through :meth:`publish` (the id makes the ones already stored no-ops).
+        """
+        sent: list[tuple[str, bytes, dict[str, str] | None]] = [(s, d, _with_msg_id(h)) for s, d, h in messages]
+        try:
+            replies = await self.request_many(sent)
+        except TRANSIENT_ERRORS:
+            return [await self.publish(subject, data, headers=headers) for subject, data, headers in sent]
+        acks: list[dict[str, Any]] = []
+        for reply, (subject, data, headers) in zip(replies, sent, strict=True):
+            try:
+                acks.append(check_ack(reply, f"publish {subject}"))
+            except ClusterUnavailableError:
+                acks.append(await self.publish(subject, data, headers=headers))
+        return acks
 
     def _register(self, timeout_s: float | None) -> tuple[str, _Pending, asyncio.Future[Msg]]:
         loop = asyncio.get_running_loop()

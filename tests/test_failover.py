@@ -146,7 +146,8 @@ async def test_service_provisions_everything_at_r3_and_jobs_survive_a_node_loss(
             ids = [await queue.submit({"n": n}, "double") for n in range(20)]
             leader = await shipkit_cluster.stream_leader(observer, "JOBS_jobs_DISPATCH")
             await asyncio.to_thread(shipkit_cluster.kill, leader)
-            ids += [await queue.submit({"n": n}, "double") for n in range(20, 40)]
+            ids += [await queue.submit({"n": n}, "double") for n in range(20, 30)]
+            ids += await queue.submit_many([{"n": n} for n in range(30, 40)], "double")  # pipelined, mid-election
             await kv.put("x", {"n": 7})
             assert (await client.request("fleet.ping", {"n": 3}, timeout_s=20)) == {"pong": 3}
             for n, job_id in enumerate(ids):
