@@ -10,6 +10,7 @@ from shipkit.connection import ConnectionManager
 from shipkit.errors import (
     BucketNotFoundError,
     ChecksumMismatchError,
+    ClusterUnavailableError,
     ConfigurationError,
     InvalidNameError,
     JetStreamError,
@@ -24,6 +25,7 @@ from shipkit.errors import (
     SerializationError,
     ServiceError,
     ShipkitError,
+    StartupInterruptedError,
     StreamExistsError,
     StreamNotFoundError,
 )
@@ -39,6 +41,7 @@ __all__ = [
     "ChannelMessage",
     "ChecksumMismatchError",
     "Client",
+    "ClusterUnavailableError",
     "ConfigurationError",
     "ConnectionManager",
     "Context",
@@ -68,6 +71,7 @@ __all__ = [
     "ServiceError",
     "ShipEvent",
     "ShipkitError",
+    "StartupInterruptedError",
     "StreamConfig",
     "StreamExistsError",
     "StreamNotFoundError",
