@@ -10,7 +10,6 @@ untrusted certificate, rejected credentials) ends it at once. The failure names 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
 from typing import Any
 
@@ -81,8 +80,10 @@ async def dial(
 async def _abandon(nc: Client, attempt: asyncio.Future[Any]) -> None:
     """Stop a connection attempt and its client without waiting on a transport that never closes."""
     attempt.cancel()
-    with contextlib.suppress(BaseException):
-        await attempt  # its own outcome is already in the error being raised
+    # Bounded: nats-py may hold on to a cancellation until its own per-attempt timeout.
+    await asyncio.wait({attempt}, timeout=_CLOSE_S)
+    if attempt.done() and not attempt.cancelled():
+        attempt.exception()  # retrieved: its outcome is already in the error being raised
     try:
         await asyncio.wait_for(nc.close(), _CLOSE_S)
     except (TimeoutError, nats_errors.Error, OSError) as exc:
