@@ -10,6 +10,7 @@ from shipkit.connection import ConnectionManager
 from shipkit.errors import (
     BucketNotFoundError,
     ChecksumMismatchError,
+    ClusterUnavailableError,
     ConfigurationError,
     InvalidNameError,
     JetStreamError,
@@ -24,6 +25,7 @@ from shipkit.errors import (
     SerializationError,
     ServiceError,
     ShipkitError,
+    StartupInterruptedError,
     StreamExistsError,
     StreamNotFoundError,
 )
@@ -44,6 +46,7 @@ __all__ = [
     "ChannelMessage",
     "ChecksumMismatchError",
     "Client",
+    "ClusterUnavailableError",
     "ConfigurationError",
     "ConnectionManager",
     "Context",
@@ -73,6 +76,7 @@ __all__ = [
     "ServiceError",
     "ShipEvent",
     "ShipkitError",
+    "StartupInterruptedError",
     "StreamConfig",
     "StreamExistsError",
     "StreamNotFoundError",

@@ -11,15 +11,19 @@ API error codes live in the error table of :mod:`shipkit.errors`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from typing import Any, Protocol
 
+import nats.js.errors as js_errors
+import pydantic_core
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import api
 
 from shipkit.connection import ConnectionManager
 from shipkit.errors import (
+    ClusterUnavailableError,
     JetStreamError,
     NatsTimeoutError,
     ProvisioningError,
@@ -54,6 +58,26 @@ STATUS_REQUEST_EXPIRED = "408"  # a pull request's expiry passed unfilled
 STATUS_NO_RESPONDERS = "503"  # no stream answered (missing, allow_direct off, or restarting)
 STATUS_END_OF_BATCH = "204"
 PULL_ENDED = frozenset({STATUS_NO_MESSAGES, STATUS_REQUEST_EXPIRED})  # a pull that simply got nothing
+
+
+def check_ack(msg: Msg, what: str) -> dict[str, Any]:
+    """The PubAck of a JetStream publish as a dict; raise the shipkit error for an error answer."""
+    headers = msg.headers
+    if headers and not msg.data and headers.get(STATUS) == STATUS_NO_RESPONDERS:
+        raise ClusterUnavailableError(
+            f"{what}: no stream answered (no leader / cluster unavailable, or no stream captures this subject)"
+        )
+    try:
+        answer: dict[str, Any] = pydantic_core.from_json(msg.data)  # a few times faster than json.loads
+    except ValueError as exc:
+        raise JetStreamError(f"{what}: unreadable acknowledgement {msg.data[:80]!r}") from exc
+    if not isinstance(answer, dict):
+        raise JetStreamError(f"{what}: unreadable acknowledgement {msg.data[:80]!r}")
+    error = answer.get("error")
+    if error is not None:
+        with translate_nats_errors(what):
+            raise js_errors.APIError.from_error(error)
+    return answer
 
 
 def pull_next_subject(stream: str, consumer: str) -> str:
@@ -148,14 +172,24 @@ async def pull_next(nc: Client, stream: str, consumer: str, request: bytes, time
     raise JetStreamError(f"pull {consumer}: status {status} {(msg.headers or {}).get(DESCRIPTION, '')}")
 
 
+def replica_drift(declared: int | None, actual: int | None) -> dict[str, tuple[Any, Any]]:
+    """``{"num_replicas": (declared, actual)}`` when they differ, else empty."""
+    want, have = declared or 1, actual or 1
+    return {"num_replicas": (want, have)} if want != have else {}
+
+
 async def ensure_raw_stream(manager: ConnectionManager, config: api.StreamConfig, required: dict[str, Any]) -> None:
     """Create ``config``'s stream when missing (or verify it exists) and check ``required`` settings.
 
     An existing stream is used as it is; settings in ``required`` that differ are a
-    :class:`ProvisioningError` (the queue cannot work without them), others are not compared.
+    :class:`ProvisioningError` (the queue cannot work without them); other replicas than declared
+    are a drift warning (refused in verify mode); others are not compared. A stream declared at
+    R1 gets the manager's ``replicas`` setting.
     """
     js = manager.jetstream
     name = str(config.name)
+    if manager.replicas is not None and (config.num_replicas or 1) == 1:
+        config = dataclasses.replace(config, num_replicas=manager.replicas)
     try:
         with translate_nats_errors(f"stream info {name}"):
             info = await js.stream_info(name)
@@ -171,6 +205,7 @@ async def ensure_raw_stream(manager: ConnectionManager, config: api.StreamConfig
         except StreamExistsError:  # lost a creation race: use the winner's
             with translate_nats_errors(f"stream info {name}"):
                 info = await js.stream_info(name)
+    manager._report_drift("stream.drift", name, replica_drift(config.num_replicas, info.config.num_replicas))
     wrong = {
         key: (want, getattr(getattr(info.config, key, None), "value", getattr(info.config, key, None)))
         for key, want in required.items()

@@ -15,14 +15,19 @@ from shipkit.errors import InvalidNameError
 _BUCKET_RE = re.compile(r"[A-Za-z0-9_-]+")
 _KV_KEY_RE = re.compile(r"[-/_=.A-Za-z0-9]+")
 _SERVICE_NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
-_CONSUMER_ILLEGAL_RE = re.compile(r"[.*>\s/\\]")
+_CONSUMER_ILLEGAL_RE = re.compile(r"[.*>\s/\\\x00-\x1f\x7f-\x9f\ud800-\udfff]")  # control chars too
 _FORBIDDEN_IN_TOKEN = frozenset(".*>")
 _FORBIDDEN_IN_STREAM = frozenset(".*>/\\")
 
 
 def _forbidden(value: str, forbidden: frozenset[str]) -> list[str]:
-    """The forbidden characters in ``value``, any whitespace included (as ``validate_subject`` sees it)."""
-    return sorted({c for c in value if c in forbidden or c.isspace()})
+    """The forbidden characters in ``value``, whitespace and control characters (NUL ...) included."""
+    return sorted({c for c in value if c in forbidden or c.isspace() or _is_control(c)})
+
+
+def _is_control(char: str) -> bool:
+    # NUL and friends are not whitespace, but the server splits or rejects protocol lines on them.
+    return unicodedata.category(char) in ("Cc", "Cs")
 
 
 def _describe(value: object) -> str:
@@ -52,6 +57,8 @@ def validate_subject(value: str, what: str, *, wildcards: bool = False) -> str:
             raise InvalidNameError(f"{what} {_describe(value)} has an empty token (leading, trailing or '..')")
         if any(c.isspace() for c in token):
             raise InvalidNameError(f"{what} {_describe(value)} may not contain whitespace")
+        if any(_is_control(c) for c in token):
+            raise InvalidNameError(f"{what} {_describe(value)} may not contain control characters (NUL, ...)")
         if token in ("*", ">"):
             if not wildcards:
                 raise InvalidNameError(f"{what} {_describe(value)} may not contain wildcards ('*', '>')")

@@ -20,18 +20,17 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
-import nats.js.errors as js_errors
-import pydantic_core
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from shipkit import _jetstream as _js
+from shipkit._failover import TRANSIENT_ERRORS, new_msg_id, no_stream_answered, retry_transient
+from shipkit._jetstream import check_ack
 from shipkit.connection import ConnectionManager
 from shipkit.errors import (
-    JetStreamError,
+    ClusterUnavailableError,
     NatsTimeoutError,
     ShipkitError,
-    StreamNotFoundError,
     as_shipkit_error,
     translate_nats_errors,
 )
@@ -63,22 +62,11 @@ class _Pending:
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
 
-def check_ack(msg: Msg, what: str) -> dict[str, Any]:
-    """The PubAck of a JetStream publish as a dict; raise the shipkit error for an error answer."""
-    headers = msg.headers
-    if headers and not msg.data and headers.get(_js.STATUS) == _js.STATUS_NO_RESPONDERS:
-        raise StreamNotFoundError(f"{what}: no stream captures this subject (publish got no ack)")
-    try:
-        answer: dict[str, Any] = pydantic_core.from_json(msg.data)  # a few times faster than json.loads
-    except ValueError as exc:
-        raise JetStreamError(f"{what}: unreadable acknowledgement {msg.data[:80]!r}") from exc
-    if not isinstance(answer, dict):
-        raise JetStreamError(f"{what}: unreadable acknowledgement {msg.data[:80]!r}")
-    error = answer.get("error")
-    if error is not None:
-        with translate_nats_errors(what):
-            raise js_errors.APIError.from_error(error)
-    return answer
+def _with_msg_id(headers: dict[str, str] | None) -> dict[str, str]:
+    """``headers`` with a fresh ``Nats-Msg-Id`` unless they carry one (so a re-send is stored once)."""
+    if headers and _js.MSG_ID in headers:
+        return headers
+    return {**(headers or {}), _js.MSG_ID: new_msg_id()}
 
 
 class PipelinedPublisher:
@@ -179,14 +167,40 @@ class PipelinedPublisher:
                 self._unregister(token, pending)
 
     async def publish(self, subject: str, data: bytes, *, headers: dict[str, str] | None = None) -> dict[str, Any]:
-        """A JetStream publish, acknowledgement awaited and checked: the PubAck as a dict."""
-        return check_ack(await self.request(subject, data, headers=headers), f"publish {subject}")
+        """A JetStream publish, acknowledgement awaited and checked: the PubAck as a dict.
+
+        Retried through a leader election or node loss (see :mod:`shipkit._failover`) with one
+        ``Nats-Msg-Id`` (added when ``headers`` has none), so a retry is stored once.
+        """
+        what = f"publish {subject}"
+        sent = _with_msg_id(headers)
+
+        async def attempt() -> dict[str, Any]:
+            try:
+                return check_ack(await self.request(subject, data, headers=sent), what)
+            except ClusterUnavailableError:
+                await no_stream_answered(self.connection, subject, what)
+
+        return await retry_transient(what, attempt, self.connection.config.failover_timeout_s)
 
     async def publish_many(self, messages: list[tuple[str, bytes, dict[str, str] | None]]) -> list[dict[str, Any]]:
-        """Many JetStream publishes, pipelined; the PubAcks in order (the first error answer raises)."""
-        replies = await self.request_many(messages)
-        pairs = zip(replies, messages, strict=True)
-        return [check_ack(reply, f"publish {subject}") for reply, (subject, _, _) in pairs]
+        """Many JetStream publishes, pipelined; the PubAcks in order (the first error answer raises).
+
+        Each carries a ``Nats-Msg-Id``; those that met an election or no answer are re-sent one
+        by one through :meth:`publish` (the id makes the ones already stored no-ops).
+        """
+        sent: list[tuple[str, bytes, dict[str, str] | None]] = [(s, d, _with_msg_id(h)) for s, d, h in messages]
+        try:
+            replies = await self.request_many(sent)
+        except TRANSIENT_ERRORS:
+            return [await self.publish(subject, data, headers=headers) for subject, data, headers in sent]
+        acks: list[dict[str, Any]] = []
+        for reply, (subject, data, headers) in zip(replies, sent, strict=True):
+            try:
+                acks.append(check_ack(reply, f"publish {subject}"))
+            except ClusterUnavailableError:
+                acks.append(await self.publish(subject, data, headers=headers))
+        return acks
 
     def _register(self, timeout_s: float | None) -> tuple[str, _Pending, asyncio.Future[Msg]]:
         loop = asyncio.get_running_loop()
@@ -253,7 +267,7 @@ class PipelinedPublisher:
             return
         try:
             check_ack(msg, post.what)
-        except StreamNotFoundError:  # a restarting server answers "no stream" for a moment
+        except ClusterUnavailableError:  # an electing or restarting stream answers "no stream" for a moment
             post.retry_at = asyncio.get_running_loop().time() + min(0.05 * 2**post.attempts, 1.0)
             return
         except ShipkitError as exc:

@@ -21,6 +21,7 @@ from shipkit._names import (
     validate_stream_name,
     validate_subject,
 )
+from shipkit.errors import ConfigurationError
 
 __all__ = [
     "DEFAULT_NATS_URL",
@@ -29,6 +30,7 @@ __all__ = [
     "ObjectStoreConfig",
     "StreamConfig",
     "default_nats_url",
+    "default_replicas",
 ]
 
 DEFAULT_NATS_URL = "nats://localhost:4222"
@@ -63,6 +65,20 @@ def _split_urls(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+def default_replicas() -> int | None:
+    """``SHIPKIT_REPLICAS`` as an int (1-5), or None when unset.
+
+    Raises:
+        ConfigurationError: the variable is set to something else.
+    """
+    text = os.environ.get("SHIPKIT_REPLICAS", "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or not 1 <= int(text) <= 5:
+        raise ConfigurationError(f"SHIPKIT_REPLICAS must be a whole number from 1 to 5, got {text!r}")
+    return int(text)
+
+
 def default_nats_url() -> str:
     """The URL used when none is given: ``SHIPKIT_NATS_URL``, else ``NATS_URL``, else localhost:4222."""
     return os.environ.get("SHIPKIT_NATS_URL") or os.environ.get("NATS_URL") or DEFAULT_NATS_URL
@@ -92,6 +108,10 @@ class NatsConfig(_Frozen):
             (``max_reconnect_attempts=-1`` retries forever, right for long-running services).
         ping_interval_s / max_outstanding_pings: liveness probing of the server.
         drain_timeout_s: how long ``close`` waits for in-flight messages to drain.
+        failover_timeout_s: how long a publish that needs an ack is retried through a leader
+            election or node loss before :class:`~shipkit.errors.ClusterUnavailableError`.
+        replicas: replicas of every stream, bucket and object store shipkit provisions whose
+            declaration does not set its own (default ``SHIPKIT_REPLICAS``; None: R1).
     """
 
     # A validation error would otherwise quote the whole input, secrets included.
@@ -112,10 +132,13 @@ class NatsConfig(_Frozen):
     tls_hostname: str | None = None
     allow_reconnect: bool = True
     max_reconnect_attempts: int = -1
-    reconnect_time_wait_s: float = Field(default=2.0, ge=0)
+    # Short: a restarted server is used again within about half a second (the resume target is 1.5 s).
+    reconnect_time_wait_s: float = Field(default=0.5, ge=0)
     ping_interval_s: float = Field(default=120.0, gt=0)
     max_outstanding_pings: int = Field(default=2, ge=1)
     drain_timeout_s: float = Field(default=30.0, gt=0)
+    failover_timeout_s: float = Field(default=10.0, gt=0)
+    replicas: int | None = Field(default_factory=default_replicas, ge=1, le=5)
 
     @model_validator(mode="before")
     @classmethod

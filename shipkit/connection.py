@@ -9,20 +9,21 @@ config that differs from the declaration is reported as a drift warning, never r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
-from typing import Any, Literal, Self
+from collections.abc import Callable, Coroutine
+from typing import Any, Literal, Self, TypeVar
 
-import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from shipkit._connectable import Connectable
-from shipkit.config import KvBucketConfig, NatsConfig, ObjectStoreConfig, StreamConfig, _redact_url
+from shipkit._dial import ConnectErrors, dial
+from shipkit.config import KvBucketConfig, NatsConfig, ObjectStoreConfig, StreamConfig
 from shipkit.errors import (
     BucketNotFoundError,
-    NatsConnectionError,
     NotConnectedError,
     ProvisioningError,
     StreamExistsError,
@@ -34,6 +35,8 @@ from shipkit.logging import get_logger
 __all__ = ["ConnectionManager", "ConnectionOwner", "ProvisionMode", "resolve_connection"]
 
 ProvisionMode = Literal["create", "verify"]
+
+ResourceT = TypeVar("ResourceT", StreamConfig, KvBucketConfig, ObjectStoreConfig)
 
 log = get_logger(__name__)
 
@@ -67,14 +70,17 @@ class ConnectionManager(Connectable):
     def __init__(self, config: NatsConfig | None = None, *, provision: ProvisionMode = "create") -> None:
         self.config = config or NatsConfig()
         self.provision: ProvisionMode = provision
+        self.replicas: int | None = self.config.replicas
+        """Replicas of every stream, bucket and object store provisioned here that is declared at R1."""
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._streams: dict[str, Any] = {}
         self._kv: dict[str, KeyValue] = {}
         self._objects: dict[str, ObjectStore] = {}
         self._closing = False
-        self._connecting = False
-        self._connect_errors: list[str] = []
+        self._connect_errors: ConnectErrors | None = None
+        self._reconnect_listeners: list[Callable[[], Coroutine[Any, Any, None]]] = []
+        self._listener_tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -87,8 +93,10 @@ class ConnectionManager(Connectable):
         """Connect if not connected yet; a second call is a no-op.
 
         Raises:
-            NatsConnectionError: no server in ``config.servers`` accepted the connection; the
-                message names the servers tried and the cause.
+            NatsConnectionError: no server in ``config.servers`` accepted the connection within
+                ``config.connect_timeout_s`` (every attempt included); the message names the
+                servers tried and the cause (untrusted certificate, rejected credentials, refused,
+                timed out).
         """
         if self.is_connected:
             return self
@@ -125,21 +133,11 @@ class ConnectionManager(Connectable):
             options["tls"] = tls
             if config.tls_hostname:
                 options["tls_hostname"] = config.tls_hostname
-        self._connecting = True
-        self._connect_errors = []
+        self._connect_errors = ConnectErrors()
         try:
-            nc = await nats.connect(**options)
-        except Exception as exc:  # OSError, nats errors, ssl errors: all mean "could not connect"
-            # nats-py ends with a bare NoServersError; the causes (refused, authorization
-            # violation, TLS) only reach error_cb, so name them here.
-            seen = f" (errors: {'; '.join(self._connect_errors)})" if self._connect_errors else ""
-            servers = ", ".join(_redact_url(s) for s in config.servers)
-            raise NatsConnectionError(
-                f"could not connect to NATS at {servers}: {type(exc).__name__}: {exc or 'no detail'}{seen}"
-                " (is a server running? `shipkit server` starts one)"
-            ) from exc
+            nc = await dial(config, options, self._connect_errors)
         finally:
-            self._connecting = False
+            self._connect_errors = None
         nc.options["allow_reconnect"] = config.allow_reconnect
         nc.options["max_reconnect_attempts"] = config.max_reconnect_attempts
         nc.options["reconnect_time_wait"] = config.reconnect_time_wait_s
@@ -228,6 +226,7 @@ class ConnectionManager(Connectable):
         """
         if config.name in self._streams:
             return self._streams[config.name]
+        config = self.replicated(config)
         js = self.jetstream
         info = await self._stream_info(config.name)
         if info is None:
@@ -247,6 +246,12 @@ class ConnectionManager(Connectable):
         self._streams[config.name] = info
         return info
 
+    def replicated(self, config: ResourceT) -> ResourceT:
+        """``config`` with :attr:`replicas` applied when it is declared at the default R1."""
+        if self.replicas is None or self.replicas == config.replicas or config.replicas != 1:
+            return config
+        return config.model_copy(update={"replicas": self.replicas})
+
     async def _stream_info(self, name: str) -> Any | None:
         try:
             with translate_nats_errors(f"stream info {name}"):
@@ -259,6 +264,7 @@ class ConnectionManager(Connectable):
         cached = self._kv.get(config.bucket)
         if cached is not None:
             return cached
+        config = self.replicated(config)
         js = self.jetstream
         try:
             with translate_nats_errors(f"kv bucket {config.bucket}"):
@@ -281,6 +287,7 @@ class ConnectionManager(Connectable):
         cached = self._objects.get(config.bucket)
         if cached is not None:
             return cached
+        config = self.replicated(config)
         js = self.jetstream
         try:
             with translate_nats_errors(f"object bucket {config.bucket}"):
@@ -303,8 +310,13 @@ class ConnectionManager(Connectable):
         info = await self._stream_info(stream)
         return info.config if info is not None else None
 
-    @staticmethod
-    def _report_drift(event: str, name: str, diff: dict[str, tuple[Any, Any]]) -> None:
+    def _report_drift(self, event: str, name: str, diff: dict[str, tuple[Any, Any]]) -> None:
+        replicas = diff.get("num_replicas") or diff.get("replicas")
+        if replicas is not None and self.provision == "verify":
+            raise ProvisioningError(
+                f"{name!r} exists with {replicas[1]} replica(s) but {replicas[0]} are declared and provision mode "
+                "is 'verify': change it with your infrastructure tooling (nats stream edit --replicas) or the setting"
+            )
         if diff:
             log.warning(
                 event,
@@ -318,19 +330,41 @@ class ConnectionManager(Connectable):
     # -- connection events -------------------------------------------------------------------
 
     async def _on_error(self, exc: Exception) -> None:
-        if self._connecting:  # the initial connect raises NatsConnectionError naming these instead
-            text = f"{type(exc).__name__}: {exc}"
-            if text not in self._connect_errors and len(self._connect_errors) < 5:
-                self._connect_errors.append(text)
+        if self._connect_errors is not None:  # the first connect raises NatsConnectionError naming these
+            self._connect_errors.add(exc)
             return
         log.warning("nats.error", error=f"{type(exc).__name__}: {exc}")
 
     async def _on_disconnected(self) -> None:
-        if not self._closing:
+        if not self._closing and self._connect_errors is None:  # an abandoned first attempt is no news
             log.warning("nats.disconnected", hint="reconnecting per the config's reconnect policy")
+
+    def on_reconnect(self, listener: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], None]:
+        """Call ``listener`` each time the connection is back (subscriptions already re-sent).
+
+        Pull consumers, watches and job workers use it to re-arm at once instead of waiting
+        for missed heartbeats. A listener runs in its own task, so a slow one delays no other;
+        its failure is logged. Returns a function that removes the listener.
+        """
+        self._reconnect_listeners.append(listener)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._reconnect_listeners.remove(listener)
+
+        return remove
 
     async def _on_reconnected(self) -> None:
         log.info("nats.reconnected", server=_server_address(self._nc))
+        for listener in list(self._reconnect_listeners):
+            task = asyncio.create_task(listener())
+            self._listener_tasks.add(task)
+            task.add_done_callback(self._listener_done)
+
+    def _listener_done(self, task: asyncio.Task[None]) -> None:
+        self._listener_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("nats.reconnect_listener_failed", exc_info=task.exception())
 
 
 def _server_address(nc: Client | None) -> str | None:

@@ -12,12 +12,14 @@ Every failure a user can catch derives from :class:`ShipkitError`; exceptions fr
     │       └── FilesExistError       it would overwrite files (nothing was written)
     ├── NatsServerError               the embedded nats-server cannot be found, started or stopped
     ├── NatsConnectionError           cannot reach or talk to the server
-    │   └── NotConnectedError         a primitive used before connect() / after close()
+    │   ├── NotConnectedError         a primitive used before connect() / after close()
+    │   └── StartupInterruptedError   a signal arrived while connecting or provisioning
     ├── NatsTimeoutError              an operation timed out (also builtin TimeoutError)
     ├── SerializationError            bytes that are not the JSON / shape expected (also ValueError)
     ├── PayloadTooLargeError          a message over the server's max_payload
     ├── JetStreamError                a JetStream API call failed (``err_code`` kept)
-    │   ├── StreamNotFoundError       no stream captures a subject / stream missing
+    │   ├── StreamNotFoundError       no stream captures a subject / stream missing (checked)
+    │   ├── ClusterUnavailableError   no stream leader answered in time (election, node loss)
     │   ├── StreamExistsError         a stream with other settings already exists
     │   ├── BucketNotFoundError       KV or object bucket missing
     │   ├── RevisionConflictError     KV compare-and-set lost (create/update)
@@ -44,6 +46,7 @@ import nats.js.errors as _js_errors
 __all__ = [
     "BucketNotFoundError",
     "ChecksumMismatchError",
+    "ClusterUnavailableError",
     "ConfigurationError",
     "FilesExistError",
     "ImportFromStringError",
@@ -64,6 +67,7 @@ __all__ = [
     "SerializationError",
     "ServiceError",
     "ShipkitError",
+    "StartupInterruptedError",
     "StreamExistsError",
     "StreamNotFoundError",
     "as_shipkit_error",
@@ -119,6 +123,10 @@ class NotConnectedError(NatsConnectionError):
     """A primitive was used before ``connect()`` or after ``close()``."""
 
 
+class StartupInterruptedError(NatsConnectionError):
+    """SIGINT or SIGTERM arrived while the service was connecting or provisioning; it did not start."""
+
+
 class NatsTimeoutError(ShipkitError, TimeoutError):
     """An operation did not complete in time (request, publish ack, API call)."""
 
@@ -147,6 +155,14 @@ class JetStreamError(ShipkitError):
 
 class StreamNotFoundError(JetStreamError):
     """No stream exists with that name, or none captures the subject published to."""
+
+
+class ClusterUnavailableError(JetStreamError):
+    """No stream leader answered in time: a leader election, a node loss, or a restarting server.
+
+    Transient: publishes that need an ack are retried until ``NatsConfig.failover_timeout_s``
+    passes before this is raised (see ``docs/connection.md``, "Running on a cluster").
+    """
 
 
 class StreamExistsError(JetStreamError):
@@ -241,7 +257,11 @@ def _translate(exc: BaseException, what: str) -> ShipkitError | None:
     if isinstance(exc, _js_errors.BucketNotFoundError):
         return BucketNotFoundError(f"{where}bucket not found", err_code=getattr(exc, "err_code", None))
     if isinstance(exc, _js_errors.NoStreamResponseError):
-        return StreamNotFoundError(f"{where}no stream captures this subject (publish got no ack)")
+        # Not "not found": an electing or restarting stream does not answer either. Callers
+        # that must tell the two apart ask the JetStream API (shipkit._failover).
+        return ClusterUnavailableError(
+            f"{where}no stream answered (no leader / cluster unavailable, or no stream captures this subject)"
+        )
     if isinstance(exc, _js_errors.APIError):
         code, status = getattr(exc, "err_code", None), getattr(exc, "code", None)
         text = f"{where}{getattr(exc, 'description', None) or exc} (err_code={code}, status={status})"

@@ -14,6 +14,10 @@ Fixtures (all prefixed ``shipkit_``):
 - ``shipkit_client``: a :class:`~shipkit.service.client.Client` on that connection.
 - ``shipkit_raw_client``: a plain nats-py client on the same server, to play another agent (a
   noesis-ship peer, a NATS CLI user) or to read raw bytes in interop tests.
+- ``shipkit_cluster``: a 3-node JetStream :class:`~shipkit._cluster.NatsCluster` shared by the
+  tests of one module (a start costs a second or two), with ``kill``/``restart``/``stream_leader``
+  helpers; every node is stopped after the module, also when a test fails. A test that kills a
+  node restarts it before it ends.
 
 And :func:`run_service`, which starts a service's runtime in-process against a real server::
 
@@ -42,6 +46,7 @@ import pytest
 import pytest_asyncio
 from nats.aio.client import Client as NatsClient
 
+from shipkit._cluster import NatsCluster
 from shipkit.config import NatsConfig
 from shipkit.connection import ConnectionManager, ProvisionMode
 from shipkit.jobs.testing import run_job
@@ -51,9 +56,11 @@ from shipkit.service.client import Client
 from shipkit.service.runtime import Runtime
 
 __all__ = [
+    "NatsCluster",
     "run_job",
     "run_service",
     "shipkit_client",
+    "shipkit_cluster",
     "shipkit_config",
     "shipkit_connection",
     "shipkit_nats_url",
@@ -71,6 +78,13 @@ def shipkit_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsSer
         yield server
     finally:
         server.cleanup()
+
+
+@pytest.fixture(scope="module")
+def shipkit_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
+    """A 3-node JetStream cluster on loopback for one test module; always stopped afterwards."""
+    with NatsCluster(3, store_dir=tmp_path_factory.mktemp("nats-cluster")) as cluster:
+        yield cluster
 
 
 @pytest.fixture

@@ -112,7 +112,7 @@ def test_reconnect_defaults_suit_long_running_services() -> None:
     config = NatsConfig()
     assert config.allow_reconnect is True
     assert config.max_reconnect_attempts == -1
-    assert config.reconnect_time_wait_s == 2.0
+    assert config.reconnect_time_wait_s == 0.5
     assert config.request_timeout_s == 10.0
 
 

@@ -22,6 +22,7 @@ from structlog.testing import capture_logs
 from shipkit.config import KvBucketConfig, NatsConfig, ObjectStoreConfig, StreamConfig
 from shipkit.connection import ConnectionManager, resolve_connection
 from shipkit.errors import (
+    ConfigurationError,
     NatsConnectionError,
     NatsTimeoutError,
     NotConnectedError,
@@ -441,3 +442,32 @@ def test_connection_errors_are_shipkit_errors() -> None:
     """The connection errors a caller catches are all ShipkitErrors."""
     for cls in (NatsConnectionError, NotConnectedError, NatsTimeoutError, ProvisioningError):
         assert issubclass(cls, ShipkitError)
+
+
+async def test_replicas_setting_raises_r1_declarations_only(shipkit_config: NatsConfig) -> None:
+    """The manager's replicas apply to what is declared at R1 and leave an explicit count alone."""
+    manager = ConnectionManager(shipkit_config.model_copy(update={"replicas": 3}))
+    assert manager.replicated(StreamConfig.new("A", "a.>")).replicas == 3
+    assert manager.replicated(StreamConfig.new("A", "a.>").with_replicas(2)).replicas == 2
+    assert manager.replicated(KvBucketConfig(bucket="b")).replicas == 3
+    assert manager.replicated(ObjectStoreConfig(bucket="o")).replicas == 3
+
+
+async def test_verify_mode_refuses_other_replicas(shipkit_config: NatsConfig, shipkit_nats_url: str) -> None:
+    """In verify mode an existing stream with other replicas than declared is refused, naming both counts."""
+    async with stock_client(shipkit_nats_url) as nc:
+        await nc.jetstream().add_stream(name="R1ONLY", subjects=["r1.>"])
+    manager = ConnectionManager(shipkit_config, provision="verify")
+    manager.replicas = 3
+    async with manager:
+        with pytest.raises(ProvisioningError, match=r"'R1ONLY' exists with 1 replica\(s\) but 3 are declared"):
+            await manager.ensure_stream(StreamConfig.new("R1ONLY", "r1.>"))
+
+
+def test_replicas_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SHIPKIT_REPLICAS sets NatsConfig.replicas; a bad value is a ConfigurationError naming the variable."""
+    monkeypatch.setenv("SHIPKIT_REPLICAS", "3")
+    assert NatsConfig(url="nats://x:1").replicas == 3
+    monkeypatch.setenv("SHIPKIT_REPLICAS", "three")
+    with pytest.raises(ConfigurationError, match="SHIPKIT_REPLICAS"):
+        NatsConfig(url="nats://x:1")

@@ -13,6 +13,7 @@ import shipkit.errors as errors_module
 from shipkit.errors import (
     BucketNotFoundError,
     ChecksumMismatchError,
+    ClusterUnavailableError,
     ConfigurationError,
     InvalidNameError,
     JetStreamError,
@@ -159,7 +160,7 @@ def test_service_error_fields() -> None:
         (nats_errors.ProtocolError(), ShipkitError),
         (js_errors.KeyWrongLastSequenceError("wrong last sequence: 3"), RevisionConflictError),
         (js_errors.BucketNotFoundError(), BucketNotFoundError),
-        (js_errors.NoStreamResponseError(), StreamNotFoundError),
+        (js_errors.NoStreamResponseError(), ClusterUnavailableError),
         (js_errors.KeyNotFoundError(), KeyNotFoundError),
         (js_errors.KeyDeletedError(), KeyNotFoundError),
         (js_errors.ObjectNotFoundError(), ObjectNotFoundError),

@@ -277,3 +277,18 @@ def test_invalid_name_error_is_a_configuration_and_value_error() -> None:
     error = rejects(validate_bucket_name, "a.b")
     assert isinstance(error, ConfigurationError)
     assert isinstance(error, ValueError)
+
+
+@pytest.mark.parametrize("value", ["a\x00b", "x\x01", "\x7f", "tab\u0085"])
+@pytest.mark.parametrize(
+    "check",
+    [
+        lambda v: validate_token(v, "token"),
+        lambda v: validate_subject(f"ok.{v}", "subject"),
+        lambda v: validate_stream_name(v),
+    ],
+)
+def test_control_characters_are_refused(check: Any, value: str) -> None:
+    """NUL and other control characters are refused in tokens, subjects and stream/consumer names."""
+    with pytest.raises(InvalidNameError):
+        check(value)

@@ -89,6 +89,14 @@ _LOG_LEVELS = ("debug", "info", "warning", "error")
 @click.option(
     "--metrics-host", default="127.0.0.1", show_default=True, help="Interface the metrics/health server binds."
 )
+@click.option(
+    "--replicas",
+    type=click.IntRange(1, 5),
+    default=None,
+    metavar="N",
+    help="Replicas of every stream and bucket the service provisions (needs a cluster).  "
+    "[default: the service's, $SHIPKIT_REPLICAS or 1]",
+)
 def run_command(
     targets: tuple[str, ...],
     nats_config: NatsConfig,
@@ -104,6 +112,7 @@ def run_command(
     strict_name: bool,
     workers: int,
     reload: bool,
+    replicas: int | None,
 ) -> None:
     """Run the service MODULE[:ATTR] (or several, in one process) until SIGINT or SIGTERM.
 
@@ -141,6 +150,7 @@ def run_command(
             metrics_port=metrics_port,
             metrics_host=metrics_host,
             strict_name=strict_name,
+            replicas=replicas,
         )
     except KeyboardInterrupt:  # Ctrl-C before the signal capture was installed (e.g. while connecting)
         sys.exit(130)
@@ -238,6 +248,9 @@ def _describe_lines(d: dict[str, Any]) -> list[str]:
     if d["object_stores"]:
         lines.append(f"object stores: {', '.join(o['bucket'] for o in d['object_stores'])}")
         lines.extend(f"  {o['bucket']}  {_limits(o)}  ({o['used_by']})" for o in d["object_stores"])
+    replicas = d.get("replicas") or {}
+    if replicas:
+        lines.append("replicas: " + ", ".join(f"{name}=R{count}" for name, count in replicas.items()))
     return lines
 
 

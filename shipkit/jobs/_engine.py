@@ -99,6 +99,9 @@ class JobEngine:
         self.backoff = backoff
         self.instance_id = _instance_id()
         self._tracer = _tracing.tracer()  # decided once: submits are traced or not
+        # The queue's replicas apply to its event stream too, unless that declares its own.
+        if events is not None and events.replicas == 1 and layout.replicas > 1:
+            events = events.with_replicas(layout.replicas)
         self._events_stream = events
         self.publisher = PipelinedPublisher(connection)
         self.store = JobStore(connection, layout, self.publisher)

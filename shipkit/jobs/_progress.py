@@ -13,12 +13,11 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import structlog
-
 from shipkit.errors import ShipkitError
 from shipkit.jobs._lease import Lease
+from shipkit.logging import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 Writer = Callable[[Lease, float, str | None], Awaitable[object]]
 

@@ -80,6 +80,7 @@ class Puller:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._cleanup: set[asyncio.Task[None]] = set()
+        self._unlisten: Callable[[], None] | None = None
         # Refill in batches once a quarter of the slots are free: fewer, larger requests.
         self._refill_at = max(1, capacity // 4)
         # Several levels: the lingering request open per level, and whether to wait for news before sweeping.
@@ -95,6 +96,10 @@ class Puller:
         """Begin pulling."""
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"shipkit-job-pull-{self._api_subject}")
+            self._unlisten = self.connection.on_reconnect(self._on_reconnect)
+
+    async def _on_reconnect(self) -> None:
+        self._wake.set()  # re-pull now, not at the next 1 s check
 
     def release(self) -> None:
         """Free the slot of one message handed to ``on_message``."""
@@ -105,6 +110,9 @@ class Puller:
         """Stop asking; wait up to ``wait_s`` for open requests to end (late deliveries are nak'ed)."""
         self._stopping = True
         self._wake.set()
+        if self._unlisten is not None:
+            self._unlisten()
+            self._unlisten = None
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 from typing import Any
 
-import structlog
 from pydantic import ValidationError
 
 from shipkit import _jetstream as _js
@@ -27,10 +26,11 @@ from shipkit.errors import SerializationError, ShipkitError, translate_nats_erro
 from shipkit.jobs._layout import QueueLayout
 from shipkit.jobs.models import WorkerInfo, now_ms
 from shipkit.jobs.worker_spec import JobWorkerSpec
+from shipkit.logging import get_logger
 
 __all__ = ["WorkerRegistry", "info_for"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 ENTRY_TTL_S = 30.0
 HEARTBEAT_S = 10.0

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 
-import structlog
 from nats.aio.msg import Msg
 
 from shipkit import _jetstream as _js
@@ -30,8 +29,9 @@ from shipkit.jobs._layout import QueueLayout
 from shipkit.jobs._results import ResultStore
 from shipkit.jobs._store import Counters, JobStore
 from shipkit.jobs.models import FINISHED_STATES, Job, JobState, now_ms
+from shipkit.logging import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 EXPIRE_WORKER = "_expire"  # the internal worker name the expiry schedules fire at
 EXPIRED = "expired"  # the pseudo-state expiry moves a job to (for the counters)

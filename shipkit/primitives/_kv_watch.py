@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -24,8 +25,9 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
 from shipkit import _json
+from shipkit._failover import retry_transient
 from shipkit.connection import ConnectionManager
-from shipkit.errors import NotConnectedError, SerializationError, translate_nats_errors
+from shipkit.errors import NotConnectedError, SerializationError, ShipkitError, translate_nats_errors
 from shipkit.logging import get_logger
 from shipkit.primitives._bucket import bucket_errors
 
@@ -151,7 +153,51 @@ class Watcher:
         self._nc: Client | None = None
         self._sub: JetStreamContext.PushSubscription | None = None
         self._initial_sent = False
+        self._last_seq = 0  # stream sequence of the last entry queued: a resume starts after it
+        self._unlisten: Callable[[], None] | None = None
         self.stopped = False
+
+    async def _subscribe(self) -> JetStreamContext.PushSubscription:
+        deliver, config = self._deliver, None
+        if self._last_seq:  # resuming: from the entry after the last one seen, no gap, no repeat
+            deliver = api.DeliverPolicy.BY_START_SEQUENCE
+            config = api.ConsumerConfig(opt_start_seq=self._last_seq + 1)
+        return await self._connection.jetstream.subscribe(
+            self._subject,
+            stream=f"KV_{self._bucket}",
+            cb=self._on_msg,
+            config=config,
+            ordered_consumer=True,
+            deliver_policy=deliver,
+            headers_only=self._headers_only or None,
+            inactive_threshold=self._inactive_threshold_s,
+        )
+
+    async def _resume(self) -> None:
+        """The connection is back (maybe on another node): start a new consumer after the last entry.
+
+        The old consumer may have died with its node; if it did not, what it still sends is
+        dropped by sequence in :meth:`_on_msg`.
+        """
+        if self.stopped:
+            return
+        old, self._sub = self._sub, None
+        if old is not None:
+            with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
+                await old.unsubscribe()
+        what = f"kv watch {self._bucket} resume"
+        config = self._connection.config
+
+        async def again() -> None:
+            with translate_nats_errors(what):
+                self._sub = await self._subscribe()
+
+        try:
+            await retry_transient(what, again, config.failover_timeout_s)
+        except ShipkitError as exc:
+            log.error("kv.watch_resume_failed", bucket=self._bucket, error=str(exc))
+            return
+        log.info("kv.watch_resumed", bucket=self._bucket, after_revision=self._last_seq)
 
     async def start(self) -> None:
         """Create the consumer (a stopped watcher stays stopped); a failed start stops the watcher."""
@@ -160,15 +206,8 @@ class Watcher:
         self._nc = self._connection.client
         try:
             with translate_nats_errors(f"kv watch {self._bucket}/{self._subject[len(self._prefix) :]}"):
-                self._sub = await self._connection.jetstream.subscribe(
-                    self._subject,
-                    stream=f"KV_{self._bucket}",
-                    cb=self._on_msg,
-                    ordered_consumer=True,
-                    deliver_policy=self._deliver,
-                    headers_only=self._headers_only or None,
-                    inactive_threshold=self._inactive_threshold_s,
-                )
+                self._sub = await self._subscribe()
+                self._unlisten = self._connection.on_reconnect(self._resume)
                 if self._deliver == api.DeliverPolicy.NEW:
                     await self._mark_initial()
                     return
@@ -190,6 +229,9 @@ class Watcher:
         # the connection's error callback and the entry is lost without a word.
         try:
             meta = msg.metadata
+            if meta.sequence.stream <= self._last_seq:
+                return  # already queued (an old consumer still sending after a resume)
+            self._last_seq = meta.sequence.stream
             operation = entry_operation(msg.headers)
             if operation is not None:
                 key = msg.subject[len(self._prefix) :]
@@ -218,6 +260,8 @@ class Watcher:
         if self.stopped:
             return
         self.stopped = True
+        if self._unlisten is not None:
+            self._unlisten()
         sub, self._sub = self._sub, None
         nc = self._nc
         if sub is not None and nc is not None and not nc.is_closed and not nc.is_draining:

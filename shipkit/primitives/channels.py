@@ -29,6 +29,7 @@ from nats.js import api
 from nats.nuid import NUID
 from pydantic import ValidationError
 
+from shipkit._failover import publish_acked
 from shipkit._jetstream import pull_next_subject
 from shipkit._json import dumps
 from shipkit._names import sanitize_consumer_name, validate_consumer_name, validate_subject
@@ -155,7 +156,8 @@ class ChannelService(ConnectionOwner):
         Raises:
             InvalidNameError: invalid channel name (nothing is sent).
             SerializationError: ``content`` is not a string or ``metadata`` is not JSON-able.
-            StreamNotFoundError: no stream captures the channel's subject.
+            StreamNotFoundError: no stream captures the channel's subject (checked).
+            ClusterUnavailableError: no stream leader answered within the failover deadline.
         """
         subject = self.subject_for(channel)
         if not isinstance(content, str):
@@ -164,10 +166,7 @@ class ChannelService(ConnectionOwner):
             message = ChannelMessage.new(channel, self.agent_name, content, metadata)
         except ValidationError as exc:
             raise SerializationError(f"cannot build a ChannelMessage for {channel!r}: {exc}") from exc
-        data = message.to_json()
-        js = self.connection.jetstream
-        with translate_nats_errors(f"channel publish to {subject!r}"):
-            await js.publish(subject, data)
+        await publish_acked(self.connection, subject, message.to_json(), what=f"channel publish to {subject!r}")
         return message
 
     @overload

@@ -84,6 +84,7 @@ ShipEventHandler = Callable[[ShipEvent], Awaitable[None]]
 """An async handler of one decoded :class:`~shipkit.models.ShipEvent`."""
 
 _NS = 1_000_000_000
+_FIRST_RETRY_S = 0.1  # first pause before re-pulling after a 409/503 (doubles up to heartbeat_s)
 
 
 def ship_event_handler(handler: ShipEventHandler) -> MsgHandler:
@@ -175,6 +176,10 @@ class DurableConsumer:
         self._avg_handler_s: float | None = None
         self._last_activity = 0.0
         self._state: Literal["new", "running", "stopping", "stopped"] = "new"
+        self._unlisten: Callable[[], None] | None = None
+        self._retrying: set[asyncio.Future[None]] = set()
+        self._retry_delay_s = _FIRST_RETRY_S
+        self._retry: asyncio.TimerHandle | None = None
 
     @property
     def is_running(self) -> bool:
@@ -201,6 +206,7 @@ class DurableConsumer:
         self._last_activity = time.monotonic()
         self._workers = [asyncio.create_task(self._work()) for _ in range(self._max_in_flight)]
         self._watchdog = asyncio.create_task(self._watch())
+        self._unlisten = self._connection.on_reconnect(self._rearm)
         await self._maybe_pull()
         log.debug("consumer.started", stream=self.stream, durable=self.durable, filter=self.filter_subject)
         return self
@@ -258,11 +264,34 @@ class DurableConsumer:
 
     # -- intake --------------------------------------------------------------------------------
 
+    async def _rearm(self) -> None:
+        """The connection is back: pull requests sent before are gone with the old socket."""
+        self._requested = 0
+        self._last_activity = time.monotonic()
+        self._retry_delay_s = _FIRST_RETRY_S
+        await self._maybe_pull()
+
+    def _pull_soon(self) -> None:
+        """Re-pull after a short, growing pause (a consumer electing its leader answers 503)."""
+        if self._retry is not None or self._state != "running":
+            return
+        delay, self._retry_delay_s = self._retry_delay_s, min(self._retry_delay_s * 2, self._heartbeat_s)
+
+        def fire() -> None:
+            self._retry = None
+            self._requested = 0
+            task = asyncio.ensure_future(self._maybe_pull())
+            self._retrying.add(task)
+            task.add_done_callback(self._retrying.discard)
+
+        self._retry = asyncio.get_running_loop().call_later(delay, fire)
+
     async def _on_message(self, msg: Any) -> None:
         self._last_activity = time.monotonic()
         if not msg.reply:  # JetStream data messages always carry an ack subject; this is a status
             await self._on_status(msg.headers or {})
             return
+        self._retry_delay_s = _FIRST_RETRY_S
         self._requested = max(0, self._requested - 1)
         if self._state != "running":
             await self._settle(msg, "nak")
@@ -279,9 +308,11 @@ class DurableConsumer:
         if status in ("404", "408"):  # no messages / request expired: the normal end of a pull
             await self._maybe_pull()
             return
-        # 409 (refused or cut short by the server), 503 (consumer gone): the watchdog retries,
-        # which keeps a persistent problem from turning into a tight loop
+        # 409 (refused or cut short by the server), 503 (no consumer leader: an election, a
+        # restart): retry with a growing pause, so resuming is quick and a persistent problem
+        # does not turn into a tight loop
         log.warning("consumer.pull_failed", durable=self.durable, status=status, reason=_description(headers))
+        self._pull_soon()
 
     def _window(self) -> int:
         """How many messages may be requested or waiting: grows while handlers are quick."""
@@ -372,6 +403,10 @@ class DurableConsumer:
         self._state = "stopping"
         if self._watchdog is not None:
             self._watchdog.cancel()
+        if self._unlisten is not None:
+            self._unlisten()
+        if self._retry is not None:
+            self._retry.cancel()
         await self._close_intake()
         while not self._queue.empty():
             msg = self._queue.get_nowait()

@@ -35,13 +35,15 @@ from typing import Any, Self
 from pydantic import ValidationError
 
 from shipkit import _tracing
+from shipkit._failover import TRANSIENT_ERRORS, new_msg_id, publish_acked
 from shipkit._names import validate_consumer_name, validate_subject
 from shipkit.config import NatsConfig, StreamConfig
 from shipkit.connection import ConnectionManager, ConnectionOwner
 from shipkit.errors import (
     ConfigurationError,
-    NatsTimeoutError,
     SerializationError,
+    StreamNotFoundError,
+    as_shipkit_error,
     translate_nats_errors,
 )
 from shipkit.logging import get_logger
@@ -186,8 +188,10 @@ class EventBus(ConnectionOwner):
         Raises:
             InvalidNameError: invalid event type (nothing is sent).
             SerializationError: the payload is not JSON-able.
-            StreamNotFoundError: no stream captures the subject (the message names it).
-            NatsTimeoutError: no ack in time.
+            StreamNotFoundError: no stream captures the subject (checked; the message names it).
+            ClusterUnavailableError: no stream leader answered within the connection's
+                ``failover_timeout_s`` (publishes are retried through an election; a retry is
+                never stored twice: each carries a ``Nats-Msg-Id``).
         """
         event = self.new_event(event_type, payload, correlation_id=correlation_id)
         await self.publish_event(event, msg_id=msg_id)
@@ -211,9 +215,9 @@ class EventBus(ConnectionOwner):
         await self._publish(subject, data, headers)
 
     async def _publish(self, subject: str, data: bytes, headers: dict[str, str] | None) -> Any:
-        js = self.connection.jetstream
-        with translate_nats_errors(f"event bus publish to {subject!r}"):
-            return await js.publish(subject, data, headers=headers)
+        return await publish_acked(
+            self.connection, subject, data, headers=headers, what=f"event bus publish to {subject!r}"
+        )
 
     async def emit_many(
         self,
@@ -238,7 +242,9 @@ class EventBus(ConnectionOwner):
         Raises:
             StreamNotFoundError / JetStreamError: some events were not stored; the message says
                 how many. Events acked before the failure stay stored.
-            NatsTimeoutError: acks missing after ``timeout_s``.
+            ClusterUnavailableError: acks still missing after ``timeout_s`` and the re-sends
+                through the failover deadline (each event carries a ``Nats-Msg-Id``, so
+                re-sending never stores one twice).
         """
         batch = [e if isinstance(e, ShipEvent) else self.new_event(e[0], e[1]) for e in events]
         ids = list(msg_ids) if msg_ids is not None else [None] * len(batch)
@@ -257,18 +263,30 @@ class EventBus(ConnectionOwner):
             for future in futures:  # never leave an ack future behind (it holds a pending slot)
                 if not future.done():
                     future.cancel()
-        if pending:
-            raise NatsTimeoutError(f"event bus pipelined publish: {len(pending)} of {len(batch)} acks missing")
-        failures = [exc for f in futures if (exc := f.exception()) is not None]
-        if failures:
-            with translate_nats_errors(f"event bus pipelined publish: {len(failures)} of {len(batch)} not stored"):
-                raise failures[0]
+        # Those without an answer or with "no stream answered" (an election, a restart) are
+        # re-sent one by one with the same Nats-Msg-Id: stored once, whatever happened before.
+        resend: list[tuple[str, bytes, dict[str, str]]] = []
+        for future, message in zip(futures, prepared, strict=True):
+            exc = None if future in pending else future.exception()
+            if future in pending or (exc is not None and isinstance(as_shipkit_error(exc), TRANSIENT_ERRORS)):
+                resend.append(message)
+            elif exc is not None:
+                with translate_nats_errors(f"event bus pipelined publish of {len(batch)} events: not stored"):
+                    raise exc
+        try:
+            for subject, data, headers in resend:
+                await publish_acked(self.connection, subject, data, headers=headers, what=f"publish to {subject!r}")
+        except StreamNotFoundError as exc:
+            raise StreamNotFoundError(
+                f"event bus pipelined publish: {len(resend)} of {len(batch)} events not stored: {exc}",
+                err_code=exc.err_code,
+            ) from exc
         return batch
 
-    def _prepare(self, event: ShipEvent, msg_id: str | None) -> tuple[str, bytes, dict[str, str] | None]:
+    def _prepare(self, event: ShipEvent, msg_id: str | None) -> tuple[str, bytes, dict[str, str]]:
         validate_subject(event.event_type, "event type")
         subject = f"{self.prefix}.{event.event_type}"
-        return subject, event.to_json(), ({_MSG_ID_HEADER: msg_id} if msg_id else None)
+        return subject, event.to_json(), {_MSG_ID_HEADER: msg_id or new_msg_id()}
 
     # -- consuming -----------------------------------------------------------------------------
 

@@ -28,6 +28,8 @@ from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
 from shipkit import _json
+from shipkit._failover import publish_acked
+from shipkit._jetstream import EXPECTED_LAST_SUBJECT_SEQ
 from shipkit._names import validate_bucket_name, validate_kv_key, validate_kv_key_pattern
 from shipkit.config import KvBucketConfig, NatsConfig
 from shipkit.connection import ConnectionManager, ConnectionOwner
@@ -227,10 +229,7 @@ class KvStore(ConnectionOwner):
     async def put(self, key: str, value: Any) -> int:
         """Store ``value`` (as JSON) under ``key``; return the new revision."""
         validate_kv_key(key)
-        data = _json.dumps(value)
-        kv, _ = self._handle()
-        with self._errors(f"kv put {key} in"):
-            return await kv.put(key, data, validate_keys=False)
+        return await self._write(f"kv put {key} in", key, _json.dumps(value), None)
 
     async def create(self, key: str, value: Any) -> int:
         """Store ``value`` only if the key has no value (missing or deleted); return the revision.
@@ -251,10 +250,15 @@ class KvStore(ConnectionOwner):
             RevisionConflictError: someone wrote (or deleted) the key since ``revision``.
         """
         validate_kv_key(key)
-        data = _json.dumps(value)
-        kv, _ = self._handle()
-        with self._errors(f"kv update {key} in"):
-            return await kv.update(key, data, last=revision, validate_keys=False)
+        return await self._write(f"kv update {key} in", key, _json.dumps(value), revision)
+
+    async def _write(self, what: str, key: str, data: bytes, last: int | None) -> int:
+        """Publish one revision, retried through a leader election (``Nats-Msg-Id``: stored once)."""
+        self._handle()
+        headers = {EXPECTED_LAST_SUBJECT_SEQ: str(last)} if last is not None else None
+        with self._errors(what):
+            ack = await publish_acked(self.connection, f"$KV.{self.bucket}.{key}", data, headers=headers, what=what)
+        return int(ack["seq"])
 
     async def delete(self, key: str, *, revision: int | None = None) -> None:
         """Mark the key deleted (watchers see a ``delete``; history is kept).

@@ -25,6 +25,7 @@ from typing import Any, Literal, TypeVar
 
 from shipkit._names import (
     sanitize_consumer_name,
+    validate_bucket_name,
     validate_kv_key_pattern,
     validate_service_name,
     validate_subject,
@@ -36,6 +37,7 @@ from shipkit.jobs.models import Backoff
 from shipkit.jobs.worker_spec import JobWorkerSpec
 from shipkit.models import ChannelMessage, Event, ShipEvent
 from shipkit.primitives.kv import KvEntry
+from shipkit.service._registering import registering
 from shipkit.service.agent import AgentSpec, build_agent_spec
 from shipkit.service.codec import inspect_handler
 from shipkit.service.context import Context
@@ -99,6 +101,9 @@ class Service:
             noesis-ship does when no event stream is configured (nothing is stored).
         job_queue: the :class:`~shipkit.jobs.JobQueue` name ``@service.job_worker`` functions
             take jobs from (default ``"jobs"``).
+        replicas: replicas of every stream, bucket and object store the service provisions
+            (events, channels, job streams and buckets, KV watch buckets) that is declared at R1;
+            ``shipkit run --replicas`` and ``NatsConfig.replicas`` override it. Needs a cluster.
     """
 
     def __init__(
@@ -118,8 +123,14 @@ class Service:
         unknown_command_reply: bool = True,
         mutation_transport: Literal["jetstream", "core"] = "jetstream",
         job_queue: str = "jobs",
+        replicas: int | None = None,
     ) -> None:
         self.name = validate_service_name(name)
+        if replicas is not None and (
+            isinstance(replicas, bool) or not isinstance(replicas, int) or not 1 <= replicas <= 5
+        ):
+            raise ConfigurationError(f"Service {name!r}: replicas must be a whole number from 1 to 5, got {replicas!r}")
+        self.replicas = replicas
         self.version = check_version(version)
         self.description = description
         self.prefix = validate_subject(prefix if prefix is not None else name, "service prefix")
@@ -227,15 +238,16 @@ class Service:
         """
 
         def decorator(func: F) -> F:
-            self.add_handler(
-                name or func.__name__,
-                func,
-                mutation=mutation,
-                queue=queue,
-                max_concurrency=max_concurrency,
-                description=description,
-                metadata=metadata,
-            )
+            with registering(func):
+                self.add_handler(
+                    func.__name__ if name is None else name,
+                    func,
+                    mutation=mutation,
+                    queue=queue,
+                    max_concurrency=max_concurrency,
+                    description=description,
+                    metadata=metadata,
+                )
             return func
 
         return decorator
@@ -327,16 +339,17 @@ class Service:
         """
 
         def decorator(func: F) -> F:
-            self.add_event_handler(
-                pattern,
-                func,
-                durable=durable,
-                stream=stream,
-                prefix=prefix,
-                max_concurrency=max_concurrency,
-                deliver=deliver,
-                nak_delay_s=nak_delay_s,
-            )
+            with registering(func):
+                self.add_event_handler(
+                    pattern,
+                    func,
+                    durable=durable,
+                    stream=stream,
+                    prefix=prefix,
+                    max_concurrency=max_concurrency,
+                    deliver=deliver,
+                    nak_delay_s=nak_delay_s,
+                )
             return func
 
         return decorator
@@ -348,7 +361,11 @@ class Service:
     ) -> None:
         """Register a KV watch; see :meth:`kv_watch`."""
         self._check_open(f"kv watch on {bucket!r}")
-        config = bucket if isinstance(bucket, KvBucketConfig) else KvBucketConfig(bucket=bucket)
+        if isinstance(bucket, KvBucketConfig):
+            config = bucket
+        else:
+            validate_bucket_name(bucket, f"bucket of kv watch {getattr(func, '__qualname__', func)}")
+            config = KvBucketConfig(bucket=bucket)
         validate_kv_key_pattern(key, f"key pattern of {func.__qualname__}")
         signature = inspect_handler(func, context_type=Context, what="kv watch")
         wants_entry = isinstance(signature.payload_type, type) and issubclass(signature.payload_type, KvEntry)
@@ -363,7 +380,8 @@ class Service:
         """
 
         def decorator(func: F) -> F:
-            self.add_kv_watch(bucket, func, key=key)
+            with registering(func):
+                self.add_kv_watch(bucket, func, key=key)
             return func
 
         return decorator
@@ -396,7 +414,8 @@ class Service:
         """
 
         def decorator(func: F) -> F:
-            self.add_message_handler(subject, func, queue=queue, max_concurrency=max_concurrency)
+            with registering(func):
+                self.add_message_handler(subject, func, queue=queue, max_concurrency=max_concurrency)
             return func
 
         return decorator
@@ -420,7 +439,8 @@ class Service:
         """
 
         def decorator(func: F) -> F:
-            self.add_channel_handler(channel, func, replay_history=replay_history)
+            with registering(func):
+                self.add_channel_handler(channel, func, replay_history=replay_history)
             return func
 
         return decorator
@@ -492,18 +512,19 @@ class Service:
         """
 
         def decorator(func: F) -> F:
-            self.add_job_worker(
-                func,
-                worker=worker,
-                concurrency=concurrency,
-                max_attempts=max_attempts,
-                backoff=backoff,
-                timeout_s=timeout_s,
-                lease_s=lease_s,
-                queue=queue,
-                retention_s=retention_s,
-                priority_levels=priority_levels,
-            )
+            with registering(func):
+                self.add_job_worker(
+                    func,
+                    worker=worker,
+                    concurrency=concurrency,
+                    max_attempts=max_attempts,
+                    backoff=backoff,
+                    timeout_s=timeout_s,
+                    lease_s=lease_s,
+                    queue=queue,
+                    retention_s=retention_s,
+                    priority_levels=priority_levels,
+                )
             return func
 
         return decorator
@@ -547,18 +568,19 @@ class Service:
         """
 
         def decorator(func: A) -> A:
-            self.add_agent(
-                name,
-                func,
-                owner=owner,
-                session=session,
-                description=description,
-                attachments_ok=attachments_ok,
-                max_payload=max_payload,
-                keepalive_s=keepalive_s,
-                heartbeat_s=heartbeat_s,
-                max_concurrency=max_concurrency,
-            )
+            with registering(func):
+                self.add_agent(
+                    name,
+                    func,
+                    owner=owner,
+                    session=session,
+                    description=description,
+                    attachments_ok=attachments_ok,
+                    max_payload=max_payload,
+                    keepalive_s=keepalive_s,
+                    heartbeat_s=heartbeat_s,
+                    max_concurrency=max_concurrency,
+                )
             return func
 
         return decorator

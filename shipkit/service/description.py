@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from shipkit.config import KvBucketConfig, StreamConfig
+from shipkit.config import KvBucketConfig, StreamConfig, default_replicas
 from shipkit.jobs import JobQueue, JobWorkerSpec
 from shipkit.jobs.models import Priority, served_priorities
 from shipkit.service.app import Service
 
-__all__ = ["describe", "streams_used"]
+__all__ = ["describe", "replicas_used", "streams_used"]
 
 
 def describe(service: Service) -> dict[str, Any]:
@@ -40,6 +40,7 @@ def describe(service: Service) -> dict[str, Any]:
                 "replicas": layout.replicas,
             }
         )
+    replicas = _apply_replicas(service, [*streams, *buckets, *object_stores])
     return {
         "name": service.name,
         "version": service.version,
@@ -73,7 +74,29 @@ def describe(service: Service) -> dict[str, Any]:
         "buckets": sorted(b["bucket"] for b in buckets),
         "bucket_details": sorted(buckets, key=lambda b: str(b["bucket"])),
         "object_stores": object_stores,
+        "replicas": replicas,
     }
+
+
+def replicas_used(service: Service) -> dict[str, int]:
+    """Replicas each stream, bucket and object store of ``service`` gets when shipkit creates it.
+
+    A declaration above R1 keeps its own; the rest get the service's ``replicas``, else
+    ``SHIPKIT_REPLICAS``, else 1 (``shipkit run --replicas`` overrides both at run time).
+    """
+    replicas: dict[str, int] = describe(service)["replicas"]
+    return replicas
+
+
+def _apply_replicas(service: Service, details: list[dict[str, Any]]) -> dict[str, int]:
+    """Give every R1 resource the service's replicas setting; the effective count by resource name."""
+    setting = service.replicas or default_replicas() or 1
+    used: dict[str, int] = {}
+    for detail in details:
+        if detail["replicas"] <= 1:
+            detail["replicas"] = setting
+        used[str(detail.get("name") or detail.get("bucket"))] = detail["replicas"]
+    return dict(sorted(used.items()))
 
 
 def streams_used(service: Service) -> set[str]:

@@ -47,6 +47,7 @@ class Fleet:
         graceful_timeout_s: float | None = None,
         provision: ProvisionMode = "create",
         name_guard: NameGuard = "off",
+        replicas: int | None = None,
     ) -> None:
         names = [service.name for service in services]
         if not names:
@@ -57,7 +58,12 @@ class Fleet:
         self.connection = connection
         self.runtimes = [
             Runtime(
-                service, connection, graceful_timeout_s=graceful_timeout_s, provision=provision, name_guard=name_guard
+                service,
+                connection,
+                graceful_timeout_s=graceful_timeout_s,
+                provision=provision,
+                name_guard=name_guard,
+                replicas=replicas,
             )
             for service in services
         ]

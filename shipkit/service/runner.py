@@ -130,6 +130,7 @@ async def serve(
     metrics_port: int | None = None,
     metrics_host: str = "127.0.0.1",
     strict_name: bool = False,
+    replicas: int | None = None,
 ) -> Counts:
     """Run ``service`` (or several, on one connection) until SIGINT/SIGTERM, then shut down in order.
 
@@ -148,11 +149,16 @@ async def serve(
         metrics_host: the interface that server binds (loopback by default).
         strict_name: refuse to start when another version or endpoint set runs under a
             service's name (otherwise that is a warning).
+        replicas: replicas of every stream and bucket provisioned at R1 (overrides the service's).
 
     Returns:
         The shutdown counts (handled, failed, cancelled), summed over the services.
     """
     services = [service] if isinstance(service, Service) else list(service)
+    if metrics_port is not None and len(services) > 1:  # refused before an embedded server is started
+        raise ConfigurationError(
+            "metrics_port serves one service's metrics: run each service of a fleet in its own process to scrape them"
+        )
     config, server = resolve_config(nats_url, config, embedded, data_dir)
     if config.name is None:
         config = config.model_copy(update={"name": "+".join(s.name for s in services)})
@@ -161,13 +167,10 @@ async def serve(
         "graceful_timeout_s": graceful_timeout_s,
         "provision": provision,
         "name_guard": "strict" if strict_name else "warn",
+        "replicas": replicas,
     }
     if len(services) == 1:
         target = Runtime(services[0], config, metrics_port=metrics_port, metrics_host=metrics_host, **options)
-    elif metrics_port is not None:
-        raise ConfigurationError(
-            "metrics_port serves one service's metrics: run each service of a fleet in its own process to scrape them"
-        )
     else:
         target = Fleet(services, ConnectionManager(config), **options)
     try:

@@ -26,7 +26,7 @@ from nats.aio.subscription import Subscription
 from shipkit._connectable import Connectable
 from shipkit.config import KvBucketConfig, NatsConfig, ObjectStoreConfig
 from shipkit.connection import ConnectionManager, ProvisionMode, resolve_connection
-from shipkit.errors import ConfigurationError
+from shipkit.errors import ConfigurationError, StartupInterruptedError
 from shipkit.jobs import JobQueue
 from shipkit.logging import get_logger
 from shipkit.models import ShipEvent
@@ -81,6 +81,8 @@ class Runtime:
         metrics_host: the interface the metrics/health server binds.
         name_guard: ask discovery at start for other services of the same name
             (:mod:`~shipkit.service.name_guard`); ``serve`` and ``shipkit run`` use ``"warn"``.
+        replicas: replicas of what the runtime provisions (default: the service's, else the
+            connection config's ``replicas`` / ``SHIPKIT_REPLICAS``).
     """
 
     def __init__(
@@ -93,11 +95,14 @@ class Runtime:
         metrics_port: int | None = None,
         metrics_host: str = "127.0.0.1",
         name_guard: NameGuard = "off",
+        replicas: int | None = None,
     ) -> None:
         self.service = service
         self.name_guard: NameGuard = name_guard
         self.service_name = service.name
         self.connection, self._owns_connection = resolve_connection(connection)
+        if replicas is not None or service.replicas is not None:
+            self.connection.replicas = replicas if replicas is not None else service.replicas
         if provision == "verify":
             self.connection.provision = "verify"
         self.graceful_timeout_s = service.graceful_timeout_s if graceful_timeout_s is None else graceful_timeout_s
@@ -373,8 +378,13 @@ class Runtime:
     # -- run and stop -----------------------------------------------------------------------------
 
     async def serve(self) -> None:
-        """Start, wait for :attr:`should_exit`, then shut down."""
-        await self.start()
+        """Start, wait for :attr:`should_exit`, then shut down.
+
+        Raises:
+            StartupInterruptedError: :meth:`request_exit` (a signal) came while connecting or
+                provisioning; what had started is stopped again.
+        """
+        await _start_unless_exit(self)
         try:
             await self.should_exit.wait()
         finally:
@@ -490,6 +500,23 @@ class Runtime:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _start_unless_exit(runtime: Runtime) -> None:
+    """``runtime.start()``, abandoned at once when an exit is requested before it finishes."""
+    starting = asyncio.ensure_future(runtime.start())
+    exit_requested = asyncio.ensure_future(runtime.should_exit.wait())
+    try:
+        await asyncio.wait({starting, exit_requested}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        exit_requested.cancel()
+    if not starting.done():
+        starting.cancel()  # start() stops what it began (its BaseException path) before ending
+        await asyncio.gather(starting, return_exceptions=True)
+        raise StartupInterruptedError(
+            f"{runtime.service.name}: stopped by a signal while connecting or provisioning; it did not start"
+        )
+    starting.result()
 
 
 async def _as_coroutine(awaitable: Any) -> Any:

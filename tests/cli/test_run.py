@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from apps.cli_process import APPS_DIR, ShipkitProcess, child_env, run_cli
+from apps.tls_certs import make_tls_files, server_args
 
 from shipkit import Client, Service
+from shipkit.server import NatsServer
 from shipkit.testing import run_service
 
 Spawn = Callable[..., Awaitable[ShipkitProcess]]
@@ -185,3 +187,37 @@ async def test_strict_name_refuses_a_different_namesake(tmp_path: Path, shipkit_
     assert result.returncode == 3, result.stderr
     assert "another service runs under the name 'clitest'" in result.stderr
     assert "version 0.0.9" in result.stderr
+
+
+def test_untrusted_tls_server_exits_3_within_the_deadline(tmp_path: Path) -> None:
+    """shipkit run against a TLS server whose certificate it does not trust exits 3 naming --tls-ca."""
+    files = make_tls_files(tmp_path)
+    with NatsServer(store_dir=tmp_path / "store", extra_args=server_args(files)) as server:
+        url = server.url.replace("nats://", "tls://")
+        result = run_cli("run", "cli_echo", "--nats-url", url, "--app-dir", str(APPS_DIR), cwd=tmp_path, timeout_s=30)
+    assert result.returncode == 3, result.stderr
+    assert "not trusted" in result.stderr
+    assert "--tls-ca" in result.stderr
+
+
+async def test_signal_while_connecting_exits_3_at_once(spawn: Spawn) -> None:
+    """SIGTERM while the first connection is still being made stops shipkit run with exit 3 right away."""
+    accepted = asyncio.Event()
+
+    async def on_connect(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.set()  # and never send INFO: the client waits for its connect deadline
+
+    silent = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+    try:
+        url = f"nats://127.0.0.1:{silent.sockets[0].getsockname()[1]}"
+        process = await spawn("cli_echo", "--nats-url", url)
+        await asyncio.wait_for(accepted.wait(), 15)
+        process.send_signal(signal.SIGTERM)
+        # Bounded loosely for a loaded machine; an ignored signal would end in "timed out" at the
+        # 5 s connect deadline instead, which the message check below tells apart.
+        code = await process.wait_exit(timeout_s=15)
+    finally:
+        silent.close()
+    assert code == 3, "\n".join(process.lines)
+    assert any("stopped by a signal while connecting" in line for line in process.lines), process.lines
+    assert not any("timed out" in line for line in process.lines), process.lines

@@ -166,3 +166,61 @@ def test_describe_lists_subjects_streams_and_buckets() -> None:
     }
     assert described["streams"] == ["SHIP_EVENTS"]
     assert described["buckets"] == ["ship_config"]
+    assert described["replicas"] == {"SHIP_EVENTS": 1, "ship_config": 1}
+
+
+def test_describe_shows_the_replicas_setting_per_resource(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With Service(replicas=3) every resource shows R3, job streams and buckets included."""
+    monkeypatch.delenv("SHIPKIT_REPLICAS", raising=False)
+    service = Service("fleet", replicas=3)
+
+    @service.on_event("item.*")
+    async def on_item(event: Any) -> None: ...
+
+    @service.job_worker("resize")
+    async def resize(job: Any) -> None: ...
+
+    replicas = describe(service)["replicas"]
+    assert set(replicas.values()) == {3}
+    assert {"SHIP_EVENTS", "JOBS_jobs", "JOBS_jobs_DISPATCH", "JOBS_jobs_COUNTERS", "JOBS_jobs_RESULTS"} <= set(
+        replicas
+    )
+
+
+@pytest.mark.parametrize("replicas", [0, 6, "3", True])
+def test_service_replicas_out_of_range_is_refused(replicas: Any) -> None:
+    """Service(replicas=) outside 1-5 (or not an int) is a ConfigurationError naming the service."""
+    with pytest.raises(ConfigurationError, match="'fleet': replicas must be"):
+        Service("fleet", replicas=replicas)
+
+
+async def _noop(payload: Any) -> None:
+    """A handler for registration tests."""
+
+
+@pytest.mark.parametrize(
+    ("register", "fragment"),
+    [
+        (lambda s: s.handler("")(_noop), "handler name"),
+        (lambda s: s.handler("a\x00b")(_noop), "control characters"),
+        (lambda s: s.on_event("x.\x00")(_noop), "control characters"),
+        (lambda s: s.job_worker("w\x00")(_noop), "w\\x00"),
+        (lambda s: s.kv_watch("bad bucket")(_noop), "bad bucket"),
+        (lambda s: s.on_channel("ch\x01")(_noop), "control characters"),
+        (lambda s: s.on_message("m.\x7f")(_noop), "control characters"),
+    ],
+)
+def test_bad_names_are_configuration_errors_naming_the_function(register: Any, fragment: str) -> None:
+    """Empty names and NUL/control characters are refused with a ConfigurationError naming the function."""
+    service = Service("names")
+    with pytest.raises(ConfigurationError) as info:
+        register(service)
+    assert "_noop" in str(info.value)
+    assert fragment in str(info.value)
+    assert not service.handlers and not service.events and not service.kv_watches and not service.job_workers
+
+
+def test_prefix_with_nul_is_refused() -> None:
+    """A service prefix holding a NUL byte is an InvalidNameError."""
+    with pytest.raises(InvalidNameError, match="control characters"):
+        Service("names", prefix="p\x00")

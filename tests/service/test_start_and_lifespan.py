@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import nats
+import pytest
 from nats.aio.msg import Msg
 
 from shipkit import ConnectionManager, Context, Service
+from shipkit.config import NatsConfig
+from shipkit.errors import StartupInterruptedError
 from shipkit.primitives.kv import KvStore
+from shipkit.service.runtime import Runtime, RuntimeState
 from shipkit.testing import run_service
 
 
@@ -91,3 +96,25 @@ async def test_subscriptions_are_known_to_the_server_when_start_returns(
     finally:
         await other.close()
     assert replies == [b"pong"] * 20
+
+
+async def test_exit_requested_while_connecting_stops_at_once() -> None:
+    """request_exit() (a signal) while the first connection hangs ends serve() with StartupInterruptedError."""
+    accepted = asyncio.Event()
+
+    async def on_connect(_reader: asyncio.StreamReader, _writer: asyncio.StreamWriter) -> None:
+        accepted.set()  # never says INFO: the connect would wait for its deadline
+
+    silent = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+    try:
+        url = f"nats://127.0.0.1:{silent.sockets[0].getsockname()[1]}"
+        runtime = Runtime(Service("early"), NatsConfig(url=url, connect_timeout_s=30))
+        serving = asyncio.create_task(runtime.serve())
+        await asyncio.wait_for(accepted.wait(), 5)
+        runtime.request_exit()
+        with pytest.raises(StartupInterruptedError, match="while connecting or provisioning"):
+            await asyncio.wait_for(serving, 3)
+        assert runtime.state is RuntimeState.STOPPED
+        assert not runtime.connection.is_connected
+    finally:
+        silent.close()

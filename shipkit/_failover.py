@@ -1,0 +1,162 @@
+"""Riding through a leader election or a node loss: :func:`retry_transient` and :func:`publish_acked`.
+
+While a replicated stream elects a new leader (1-8 s), or the node a client is connected to
+dies, a JetStream publish gets "no responders" (no stream answered), no answer at all, or a
+reconnecting connection. None of that means the stream is missing, so publishes that need an
+ack (events, mutation events, job transitions, KV writes) are retried here with backoff until
+``NatsConfig.failover_timeout_s`` passes. Every retried publish carries a ``Nats-Msg-Id``, so a
+publish that was stored but whose ack was lost is stored once. When retrying ends:
+
+- no stream captures the subject (asked of the JetStream API, which answers while a stream
+  elects its leader) -> :class:`~shipkit.errors.StreamNotFoundError`, at once;
+- otherwise -> :class:`~shipkit.errors.ClusterUnavailableError` ("no leader / cluster unavailable").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn, TypeVar
+
+import nats.errors as nats_errors
+
+from shipkit import _jetstream as _js
+from shipkit._jetstream import check_ack
+from shipkit.connection import ConnectionManager
+from shipkit.errors import (
+    JS_ERR_NO_STREAM_MATCHES_SUBJECT,
+    ClusterUnavailableError,
+    NatsConnectionError,
+    NatsTimeoutError,
+    NotConnectedError,
+    ShipkitError,
+    StreamNotFoundError,
+    as_shipkit_error,
+)
+from shipkit.logging import get_logger
+
+__all__ = [
+    "TRANSIENT_ERRORS",
+    "new_msg_id",
+    "no_stream_answered",
+    "publish_acked",
+    "retry_transient",
+    "stream_captures",
+]
+
+log = get_logger(__name__)
+
+T = TypeVar("T")
+
+# What a restart, an election or a node loss makes fail for a moment.
+TRANSIENT_ERRORS: tuple[type[ShipkitError], ...] = (NatsConnectionError, NatsTimeoutError, ClusterUnavailableError)
+
+_FIRST_DELAY_S = 0.05
+_MAX_DELAY_S = 0.5  # short: the stall after an election should be the election, not our backoff
+
+
+def new_msg_id() -> str:
+    """A fresh ``Nats-Msg-Id`` (the stream's duplicate window drops a repeat of it)."""
+    return uuid.uuid4().hex
+
+
+async def retry_transient(
+    what: str,
+    action: Callable[[], Awaitable[T]],
+    deadline_s: float,
+    *,
+    transient: tuple[type[BaseException], ...] = TRANSIENT_ERRORS,
+) -> T:
+    """Run ``action``, retrying transient failures with capped exponential backoff for ``deadline_s``.
+
+    Raises:
+        ClusterUnavailableError: still failing transiently when the deadline passed (chained to
+            the last failure); other errors propagate at once.
+    """
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + deadline_s
+    delay = _FIRST_DELAY_S
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            return await action()
+        except NotConnectedError:
+            raise  # used before connect() or after close(): waiting will not help
+        except transient as exc:
+            if loop.time() + delay > give_up:
+                raise ClusterUnavailableError(
+                    f"{what}: no leader / cluster unavailable: still failing after {deadline_s}s "
+                    f"and {attempts} attempts ({exc})"
+                ) from exc
+            log.debug("failover.retrying", what=what, error=str(exc), delay_s=delay, attempt=attempts)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _MAX_DELAY_S)
+
+
+async def stream_captures(connection: ConnectionManager, subject: str) -> bool | None:
+    """Whether some stream captures ``subject``; None when the JetStream API did not answer."""
+    request = json.dumps({"subject": subject}).encode()
+    try:
+        msg = await connection.client.request("$JS.API.STREAM.NAMES", request, timeout=1.0)
+        answer = json.loads(msg.data) if msg.data else {}
+    except Exception as exc:  # no meta leader, reconnecting, unreadable: we do not know
+        log.debug("failover.stream_check_unanswered", subject=subject, error=f"{type(exc).__name__}: {exc}")
+        return None
+    error = answer.get("error") if isinstance(answer, dict) else None
+    if error is not None:
+        return None
+    return bool(answer.get("streams"))
+
+
+async def no_stream_answered(connection: ConnectionManager, subject: str, what: str) -> NoReturn:
+    """No stream answered a publish: missing (checked) or electing; raise which."""
+    if await stream_captures(connection, subject) is False:
+        raise StreamNotFoundError(
+            f"{what}: no stream captures subject {subject!r}", err_code=JS_ERR_NO_STREAM_MATCHES_SUBJECT
+        )
+    raise ClusterUnavailableError(f"{what}: no stream answered (no leader / cluster unavailable)")
+
+
+async def publish_acked(
+    connection: ConnectionManager,
+    subject: str,
+    data: bytes,
+    *,
+    headers: dict[str, str] | None = None,
+    what: str = "",
+    msg_id: str | None = None,
+) -> dict[str, Any]:
+    """A JetStream publish whose ack is awaited, retried through elections; the PubAck as a dict.
+
+    Args:
+        connection: the connection manager (its config's ``failover_timeout_s`` bounds retrying).
+        subject / data / headers: the message.
+        what: the operation, for error messages (default ``publish {subject}``).
+        msg_id: the ``Nats-Msg-Id``; a fresh one when neither this nor ``headers`` has one.
+
+    Raises:
+        StreamNotFoundError: no stream captures ``subject``.
+        ClusterUnavailableError: no leader answered within the failover deadline.
+        JetStreamError: the stream refused the message (wrong last sequence, too large ...).
+    """
+    what = what or f"publish {subject}"
+    sent = dict(headers or {})
+    sent.setdefault(_js.MSG_ID, msg_id or new_msg_id())
+    config = connection.config
+
+    async def attempt() -> dict[str, Any]:
+        try:
+            msg = await connection.client.request(subject, data, timeout=config.request_timeout_s, headers=sent)
+        except nats_errors.NoRespondersError:
+            await no_stream_answered(connection, subject, what)
+        except Exception as exc:
+            raise as_shipkit_error(exc, what) from exc
+        try:
+            return check_ack(msg, what)
+        except ClusterUnavailableError:
+            await no_stream_answered(connection, subject, what)
+
+    return await retry_transient(what, attempt, config.failover_timeout_s)
