@@ -125,6 +125,7 @@ class Runtime:
         self.default_job_queue = service.job_queue
         self._client: NatsClient | None = None
         self._cancels: StreamCancels | None = None
+        self._taking_work = False
         self.observability = Observability(
             self,
             metrics_port=metrics_port,
@@ -254,6 +255,9 @@ class Runtime:
             await self._exit_stack.enter_async_context(service.lifespan(argument))
         for hook in service.startup_hooks:
             await self._call_hook(hook)
+        # From here on requests are answered: a signal now means a graceful shutdown once start()
+        # has finished, not an abandoned start (see _start_unless_exit).
+        self._taking_work = True
         await self._start_requests()
         await self._start_messages()
         await self._start_consumers()
@@ -510,6 +514,9 @@ async def _start_unless_exit(runtime: Runtime) -> None:
         await asyncio.wait({starting, exit_requested}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         exit_requested.cancel()
+    if not starting.done() and runtime._taking_work:  # already answering: finish, then shut down in order
+        await starting
+        return
     if not starting.done():
         starting.cancel()  # start() stops what it began (its BaseException path) before ending
         await asyncio.gather(starting, return_exceptions=True)
