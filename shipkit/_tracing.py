@@ -129,7 +129,8 @@ async def send(
         record_failure(span, exc)
         raise
     else:
-        sequence = getattr(result, "seq", None)
+        # a PubAck from nats-py, or the parsed ack dict of shipkit._failover.publish_acked
+        sequence = result.get("seq") if isinstance(result, dict) else getattr(result, "seq", None)
         if isinstance(sequence, int):
             span.set_attribute("messaging.nats.stream.sequence", sequence)
         return result

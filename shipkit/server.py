@@ -28,8 +28,10 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from shipkit.errors import ConfigurationError, NatsServerError
 
@@ -56,6 +58,29 @@ def die_with_parent(parent_pid: int, signum: int = signal.SIGKILL) -> Callable[[
             os._exit(121)
 
     return preexec
+
+
+_spawner: ThreadPoolExecutor | None = None
+_spawner_lock = threading.Lock()
+
+
+def _popen(args: list[str], **options: Any) -> subprocess.Popen[str]:
+    """``subprocess.Popen`` run on one thread that lives as long as the process.
+
+    ``PR_SET_PDEATHSIG`` fires when the *thread* that forked the child ends, not the process: a
+    server started from a short-lived thread (``asyncio.to_thread``, a cluster's parallel start)
+    would be killed with that thread. Forking from one long-lived worker keeps "dies with this
+    process" true whichever thread asked.
+    """
+    global _spawner
+    with _spawner_lock:
+        if _spawner is None:
+            _spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shipkit-spawner")
+
+    def spawn() -> subprocess.Popen[str]:
+        return subprocess.Popen(args, **options)
+
+    return _spawner.submit(spawn).result()
 
 
 def find_nats_server(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -172,7 +197,8 @@ class NatsServer:
         args = [str(self.binary), "-js", "-a", self.host, "-p", str(self.port or -1), "-sd", str(self.store_dir)]
         self._ready.clear()
         self._log.clear()
-        self._process = subprocess.Popen(
+        spawn = _popen if self.die_with_parent else subprocess.Popen
+        self._process = spawn(
             args + self.extra_args,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
