@@ -135,8 +135,11 @@ async def run_worker(system: str, concurrency: int) -> None:
         from arq.connections import RedisSettings
         from arq.worker import Worker, func
 
+        async def arq_echo(ctx: dict[str, Any], payload: Any) -> Any:  # arq wants a coroutine function
+            return await echo(payload)
+
         worker = Worker(
-            functions=[func(lambda ctx, payload: echo(payload), name="echo")],
+            functions=[func(arq_echo, name="echo")],
             redis_settings=RedisSettings.from_dsn(URL),
             max_jobs=concurrency,
             handle_signals=False,

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
 import nats.errors as nats_errors
+from nats.aio.msg import Msg
 
 from shipkit import _jetstream as _js
 from shipkit._jetstream import check_ack
@@ -55,6 +56,7 @@ TRANSIENT_ERRORS: tuple[type[ShipkitError], ...] = (NatsConnectionError, NatsTim
 
 _FIRST_DELAY_S = 0.05
 _MAX_DELAY_S = 0.5  # short: the stall after an election should be the election, not our backoff
+_RETRY_ACK_TIMEOUT_S = 0.5  # how long a retried publish waits for its ack
 
 
 def new_msg_id() -> str:
@@ -146,17 +148,45 @@ async def publish_acked(
     sent = dict(headers or {})
     sent.setdefault(_js.MSG_ID, msg_id or new_msg_id())
     config = connection.config
+    timeout_s = config.request_timeout_s
 
     async def attempt() -> dict[str, Any]:
+        nonlocal timeout_s
         try:
-            msg = await connection.client.request(subject, data, timeout=config.request_timeout_s, headers=sent)
+            msg = await _request_unless_reconnected(connection, subject, data, sent, timeout_s, what)
         except nats_errors.NoRespondersError:
             await no_stream_answered(connection, subject, what)
         except Exception as exc:
-            raise as_shipkit_error(exc, what) from exc
+            failure = as_shipkit_error(exc, what)
+            if isinstance(failure, NatsTimeoutError):
+                # Retries wait less for their ack: during an election an unanswered attempt only
+                # delays the one that will be answered (the Nats-Msg-Id makes sending again safe).
+                timeout_s = min(timeout_s, _RETRY_ACK_TIMEOUT_S)
+            raise failure from exc
         try:
             return check_ack(msg, what)
         except ClusterUnavailableError:
             await no_stream_answered(connection, subject, what)
 
     return await retry_transient(what, attempt, config.failover_timeout_s)
+
+
+async def _request_unless_reconnected(
+    connection: ConnectionManager, subject: str, data: bytes, headers: dict[str, str], timeout_s: float, what: str
+) -> Msg:
+    """The reply to a request, or :class:`NatsTimeoutError` as soon as the connection was re-established.
+
+    A publish sent just before the connection broke is never answered; without this race its
+    sender would wait out the whole request timeout before sending again.
+    """
+    reconnected = connection.next_reconnect()
+    request = asyncio.ensure_future(connection.client.request(subject, data, timeout=timeout_s, headers=headers))
+    racing: set[asyncio.Future[Any]] = {request, reconnected}
+    try:
+        done, _ = await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not request.done():
+            request.cancel()  # the outer task was cancelled, or the connection came back first
+    if request not in done:
+        raise NatsTimeoutError(f"{what}: the connection was re-established while waiting for the ack")
+    return request.result()

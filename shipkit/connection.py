@@ -81,6 +81,7 @@ class ConnectionManager(Connectable):
         self._connect_errors: ConnectErrors | None = None
         self._reconnect_listeners: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self._listener_tasks: set[asyncio.Task[None]] = set()
+        self._next_reconnect: asyncio.Future[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -354,8 +355,20 @@ class ConnectionManager(Connectable):
 
         return remove
 
+    def next_reconnect(self) -> asyncio.Future[None]:
+        """A future resolved when the connection is next re-established (one shared by all callers).
+
+        A request sent just before the connection broke gets no reply: racing it against this
+        lets a caller send again at once instead of waiting out its timeout.
+        """
+        if self._next_reconnect is None or self._next_reconnect.done():
+            self._next_reconnect = asyncio.get_running_loop().create_future()
+        return self._next_reconnect
+
     async def _on_reconnected(self) -> None:
         log.info("nats.reconnected", server=_server_address(self._nc))
+        if self._next_reconnect is not None and not self._next_reconnect.done():
+            self._next_reconnect.set_result(None)
         for listener in list(self._reconnect_listeners):
             task = asyncio.create_task(listener())
             self._listener_tasks.add(task)

@@ -116,6 +116,7 @@ class JobEngine:
             event_prefix=event_prefix,
             source=source,
             progress_events=progress_events,
+            max_attempts_for=self._max_attempts_for,
         )
         self.leases = LeaseKeeper(connection, self.store, layout.cancel_filter)
         self.results = ResultStore(connection, layout, inline_max_bytes=result_inline_max_bytes)
@@ -201,6 +202,10 @@ class JobEngine:
         """Wait until this process's counter updates and events are confirmed by the server."""
         await self.counters.flush_all()
         await self.publisher.flush()
+
+    def _max_attempts_for(self, worker: str) -> int:
+        """Attempts a job for ``worker`` that sets none gets: the advertised worker's, else the queue's."""
+        return self.registry.known_max_attempts(worker) or self.max_attempts
 
     # -- submitting ------------------------------------------------------------------------
 

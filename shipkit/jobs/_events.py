@@ -10,6 +10,7 @@ is counted or announced twice.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -83,8 +84,10 @@ class Announcer:
         event_prefix: str,
         source: str,
         progress_events: bool = True,
+        max_attempts_for: Callable[[str], int] | None = None,
     ) -> None:
         self._progress_events = progress_events
+        self._max_attempts_for = max_attempts_for
         self._publisher = publisher
         self._counters = counters
         self._queue = queue
@@ -121,7 +124,10 @@ class Announcer:
             "worker": job.worker,
             "state": job.state.value,
             "attempt": job.attempt,
-            "max_attempts": job.max_attempts,
+            # a queued job's attempts are decided by the worker that claims it: say the best known
+            "max_attempts": job.max_attempts
+            if job.max_attempts is not None or self._max_attempts_for is None
+            else self._max_attempts_for(job.worker),
         }
         if job.result_ref is not None and event_type == "job.complete":
             payload["result_ref"] = job.result_ref.model_dump()

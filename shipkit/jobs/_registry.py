@@ -123,6 +123,13 @@ class WorkerRegistry:
                 log.warning("job.registry_entry_undecodable", subject=subject, reason=str(exc)[:200])
         return sorted(infos, key=lambda info: (info.worker, info.instance))
 
+    def known_max_attempts(self, worker: str) -> int | None:
+        """The attempts the newest advertised ``worker`` gives a job, if :meth:`check_payload` looked it up."""
+        cached = self._cache.get(worker)
+        if not cached or not cached[1]:
+            return None
+        return max(cached[1], key=lambda info: info.started_at).max_attempts
+
     async def check_payload(self, worker: str, payload: Any) -> None:
         """Refuse ``payload`` if the workers serving ``worker`` advertise a schema it breaks; warn if none serve it.
 
@@ -153,14 +160,18 @@ class WorkerRegistry:
             )
 
 
-def info_for(spec: JobWorkerSpec, queue: str, instance: str) -> WorkerInfo:
-    """The registry entry of a :class:`~shipkit.jobs.worker_spec.JobWorkerSpec` run by ``instance``."""
+def info_for(spec: JobWorkerSpec, queue: str, instance: str, max_attempts: int) -> WorkerInfo:
+    """The registry entry of a :class:`~shipkit.jobs.worker_spec.JobWorkerSpec` run by ``instance``.
+
+    ``max_attempts`` is what the worker gives a job that sets none (its own, else the queue's).
+    """
     return WorkerInfo(
         worker=spec.worker,
         queue=queue,
         instance=instance,
         concurrency=spec.concurrency,
         priority_levels=spec.priority_levels,
+        max_attempts=max_attempts,
         payload_schema=spec.adapter.json_schema(),
         started_at=now_ms(),
     )

@@ -297,6 +297,7 @@ class WorkerInfo(BaseModel):
         instance: the process's holder id (``host:pid:random``).
         concurrency: jobs it runs at once.
         priority_levels: priority levels it serves.
+        max_attempts: attempts it gives a job that sets none itself.
         payload_schema: the JSON schema of the payloads it accepts.
         started_at: Unix ms when it started.
     """
@@ -308,5 +309,6 @@ class WorkerInfo(BaseModel):
     instance: str
     concurrency: int
     priority_levels: int = 3
+    max_attempts: int | None = None
     payload_schema: dict[str, Any] = {}
     started_at: int = 0

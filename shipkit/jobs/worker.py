@@ -144,7 +144,9 @@ class JobWorker:
         )
         self._puller.start()
         await self._engine.start_expiry()  # every worker process helps delete expired jobs of its queue
-        await self._engine.registry.advertise(info_for(self.spec, self.queue.name, self._engine.instance_id))
+        await self._engine.registry.advertise(
+            info_for(self.spec, self.queue.name, self._engine.instance_id, self._max_attempts)
+        )
         log.info(
             "job.worker_started", worker=self.spec.worker, concurrency=self.spec.concurrency, queue=self.queue.name
         )
