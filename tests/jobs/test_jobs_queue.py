@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,7 +13,7 @@ from jobs_helpers import EventRecorder, wait_state, wait_until
 from pydantic import BaseModel
 
 from shipkit.errors import ConfigurationError, KeyNotFoundError, SerializationError
-from shipkit.jobs import JobQueue, JobState, JobStateError
+from shipkit.jobs import JobQueue, JobState, JobStateError, JobWorker, JobWorkerSpec
 from shipkit.models import ShipEvent
 
 SEED_FIELDS = ["id", "payload", "status", "worker", "queued_by", "queued_at", "started_at", "completed_at"]
@@ -408,3 +409,29 @@ async def test_delete_removes_one_finished_job_and_keeps_counts_exact(queue: Job
         await queue.delete(waiting)
     with pytest.raises(KeyNotFoundError, match="no job"):
         await queue.delete("JOB-999")
+
+
+async def test_job_queued_events_carry_the_attempts_the_job_will_get(
+    queue: JobQueue[Any], shipkit_nats_url: str
+) -> None:
+    """job.queued says how many attempts a job gets: its own, the advertised worker's, else the queue's."""
+    release = asyncio.Event()
+
+    async def train(payload: dict[str, Any]) -> None:
+        await release.wait()
+
+    worker = JobWorker(queue, JobWorkerSpec.from_function(train, worker="trainer", max_attempts=5))
+    async with EventRecorder(shipkit_nats_url) as events:
+        await worker.start()
+        try:
+            served = await queue.submit({"n": 1}, "trainer")
+            unserved = await queue.submit({"n": 2}, "nobody")
+            own = await queue.submit({"n": 3}, "nobody", max_attempts=7)
+            await events.wait("job.queued", own)
+        finally:
+            release.set()
+            await worker.stop(5)
+    by_id = {e["payload"]["id"]: e["payload"]["max_attempts"] for e in events.of("job.queued")}
+    assert by_id[served] == 5
+    assert by_id[unserved] == queue.max_attempts == 3
+    assert by_id[own] == 7
