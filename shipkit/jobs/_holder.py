@@ -252,22 +252,28 @@ class Holder:
         retry: bool = True,
         now: int | None = None,
         delay_s: float | None = None,
+        traceback: str | None = None,
     ) -> Job:
         """Fail the held attempt: finally, or retry after ``delay_s`` (default: from ``backoff``) or dead.
 
-        ``now`` and ``delay_s`` fixed by the caller make a retried call write the same record.
+        ``now`` and ``delay_s`` fixed by the caller make a retried call write the same record;
+        ``traceback`` (short) is kept in the record as ``last_traceback``.
         """
         at = now or now_ms()
         if not retry:
             return await self._finish(
-                lease, lambda j: step.failed(j, error=error, now=at), "job.failed", "term", error=error
+                lease,
+                lambda j: step.failed(j, error=error, now=at, traceback=traceback),
+                "job.failed",
+                "term",
+                error=error,
             )
         if step.exhausted(lease.job, self.default_max_attempts):
-            return await self.dead(lease, error, now=at)
+            return await self.dead(lease, error, now=at, traceback=traceback)
         delay = backoff.delay_s(lease.job.attempt) if delay_s is None else delay_s
         return await self._finish(
             lease,
-            lambda j: step.retry_later(j, error=error, delay_s=delay, now=at),
+            lambda j: step.retry_later(j, error=error, delay_s=delay, now=at, traceback=traceback),
             "job.retrying",
             "nak",
             nak_delay_s=delay,
@@ -275,9 +281,11 @@ class Holder:
             delay_s=round(delay, 3),
         )
 
-    async def dead(self, lease: Lease, error: str, *, now: int | None = None) -> Job:
+    async def dead(self, lease: Lease, error: str, *, now: int | None = None, traceback: str | None = None) -> Job:
         at = now or now_ms()
-        return await self._finish(lease, lambda j: step.dead(j, error=error, now=at), "job.dead", "term", error=error)
+        return await self._finish(
+            lease, lambda j: step.dead(j, error=error, now=at, traceback=traceback), "job.dead", "term", error=error
+        )
 
     async def cancelled(self, lease: Lease, *, now: int | None = None) -> Job:
         at = now or now_ms()

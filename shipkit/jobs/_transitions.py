@@ -111,20 +111,39 @@ def complete(job: Job, *, result: Any, result_ref: ResultRef | None, now: int) -
     )
 
 
-def failed(job: Job, *, error: str, now: int) -> Job:
+def failed(job: Job, *, error: str, now: int, traceback: str | None = None) -> Job:
     """Final failure without retry (the seed's ``fail``)."""
-    return job.evolve(state=JobState.FAILED, error=error, last_error=error, completed_at=now, updated_at=now)
+    return job.evolve(
+        state=JobState.FAILED,
+        error=error,
+        last_error=error,
+        last_traceback=traceback or job.last_traceback,
+        completed_at=now,
+        updated_at=now,
+    )
 
 
-def dead(job: Job, *, error: str, now: int) -> Job:
+def dead(job: Job, *, error: str, now: int, traceback: str | None = None) -> Job:
     """Retries exhausted or pointless (bad payload): dead-lettered, payload and error kept."""
-    return job.evolve(state=JobState.DEAD, error=error, last_error=error, completed_at=now, updated_at=now)
+    return job.evolve(
+        state=JobState.DEAD,
+        error=error,
+        last_error=error,
+        last_traceback=traceback or job.last_traceback,
+        completed_at=now,
+        updated_at=now,
+    )
 
 
-def retry_later(job: Job, *, error: str, delay_s: float, now: int) -> Job:
+def retry_later(job: Job, *, error: str, delay_s: float, now: int, traceback: str | None = None) -> Job:
     """A failed attempt with attempts left: queued again, eligible after the backoff."""
     return job.evolve(
-        state=JobState.QUEUED, last_error=error, run_at=now + int(delay_s * 1000), claimed_by=None, updated_at=now
+        state=JobState.QUEUED,
+        last_error=error,
+        last_traceback=traceback or job.last_traceback,
+        run_at=now + int(delay_s * 1000),
+        claimed_by=None,
+        updated_at=now,
     )
 
 

@@ -149,6 +149,8 @@ class Job(BaseModel):
         checkpoint: the last ``job.checkpoint(state)`` stored inline (see ``checkpoint_ref``).
         checkpoint_ref: where a checkpoint too large to store inline lives.
         retention_s: the record is deleted this long after the job finished (None: kept).
+        last_traceback: the last failed attempt's traceback, shortened to its last frames
+            (the full one is in the worker's log).
         trace_context: the submitter's W3C trace context (``traceparent``, ``tracestate``,
             ``baggage``) when tracing is on, so attempts in any process join the submit's trace.
     """
@@ -188,6 +190,8 @@ class Job(BaseModel):
     retention_s: float | None = None
     # left out of the JSON when absent, so records written without tracing stay byte-for-byte as before
     trace_context: dict[str, str] | None = Field(default=None, exclude_if=lambda value: value is None)
+    # the last failed attempt's traceback, short (its last frames); absent until an attempt raised
+    last_traceback: str | None = Field(default=None, exclude_if=lambda value: value is None)
 
     @model_validator(mode="before")
     @classmethod

@@ -21,6 +21,7 @@ Integration contract (what ``@service.job_worker`` relies on):
 from __future__ import annotations
 
 import asyncio
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from types import TracebackType
@@ -353,7 +354,8 @@ class JobWorker:
                 kind = "fail"
         if kind == "fail":
             delay_s = outcome.delay_s if outcome.delay_s is not None else self._backoff.delay_s(lease.job.attempt)
-            job = await holder.fail(lease, str(outcome.value), self._backoff, now=now, delay_s=delay_s)
+            short = short_traceback(outcome.error) if outcome.error is not None else None
+            job = await holder.fail(lease, str(outcome.value), self._backoff, now=now, delay_s=delay_s, traceback=short)
             self._counts["failed"] += 1
             # One level scheme: an attempt that will be retried is a warning; a final one an error.
             final = job.is_finished
@@ -420,3 +422,16 @@ def _summary(exc: ValidationError) -> str:
         where = ".".join(str(p) for p in error["loc"]) or "<root>"
         parts.append(f"{where}: {error['msg']}")
     return "; ".join(parts)
+
+
+_TRACEBACK_FRAMES = 5
+_TRACEBACK_MAX_CHARS = 2000
+
+
+def short_traceback(exc: BaseException) -> str:
+    """The last frames of ``exc``'s traceback and its message, at most ~2 KB (for the job record).
+
+    No frame locals, ever: only file, line, function and source line, as ``traceback`` prints them.
+    """
+    text = "".join(traceback.format_exception(exc, limit=-_TRACEBACK_FRAMES)).rstrip()
+    return text if len(text) <= _TRACEBACK_MAX_CHARS else "…" + text[-_TRACEBACK_MAX_CHARS:]

@@ -312,3 +312,22 @@ async def test_an_unsettled_job_is_redelivered_and_completes_counted_once(
     assert job.result == 42 and job.attempt == 1
     counts = await queue.counts()
     assert (counts.complete, counts.running, counts.queued) == (1, 0, 0)
+
+
+async def test_a_failed_attempt_keeps_a_short_traceback_in_the_record(queue: JobQueue[Any]) -> None:
+    """The record of a failed job carries the last frames of its traceback, and no local variable's value."""
+
+    async def load_weights(payload: dict[str, str]) -> None:
+        api_key = payload["key"]  # a local that must never reach the record
+        raise FileNotFoundError(f"no checkpoint for {len(api_key)} chars")
+
+    spec = JobWorkerSpec.from_function(load_weights, worker="loader", max_attempts=1, backoff=TINY)
+    async with JobWorker(queue, spec):
+        job_id = await queue.submit({"key": "sk-secret-value"}, "loader")
+        job = await wait_state(queue, job_id, JobState.DEAD)
+    assert job.last_traceback is not None
+    assert (
+        "load_weights" in job.last_traceback and "FileNotFoundError: no checkpoint for 15 chars" in job.last_traceback
+    )
+    assert "sk-secret-value" not in job.last_traceback
+    assert len(job.last_traceback) <= 2001

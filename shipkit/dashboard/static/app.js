@@ -213,6 +213,7 @@ async function loadJob() {
     if (r.result != null || r.result_ref) html += `<h3>Result</h3><pre>${pretty(r.result_ref ? { stored_as: r.result_ref } : r.result)}</pre>`;
     if (r.error) html += `<h3>Error</h3><pre>${esc(r.error)}</pre>`;
     if (r.last_error && r.last_error !== r.error) html += `<h3>Last attempt's error</h3><pre>${esc(r.last_error)}</pre>`;
+    if (r.last_traceback) html += `<h3>Traceback <span class="muted">(last frames)</span></h3><pre data-testid="jp-traceback">${esc(r.last_traceback)}</pre>`;
     for (const key of ["checkpoints", "checkpoint", "attempts", "history"]) if (r[key] != null) html += `<h3>${esc(key)}</h3><pre>${pretty(r[key])}</pre>`;
     html += `<h3>Events <span class="muted">(seen since the dashboard started)</span></h3>`;
     html += data.events.length ? `<ol class="events">${data.events.map((e) => `<li><span class="subj">${esc(e.event_type)}</span> <span class="muted">${esc(e.timestamp)}</span></li>`).join("")}</ol>` : `<p class="empty">none seen</p>`;
