@@ -107,14 +107,15 @@ def describe_failure(
             "pass the CA that signed it with --tls-ca (NatsConfig.tls_ca_file)"
         )
     tls = next((e for e in causes if isinstance(e, ssl.SSLError)), None)
+    tls_reason = (tls.reason or str(tls)) if tls is not None else None
     # Under TLS 1.3 a server refusing a client without a certificate may just reset the
     # connection after the handshake: the client then sees a reset, not an SSL alert.
     reset = next((e for e in causes if isinstance(e, ConnectionResetError | BrokenPipeError)), None)
-    if tls is None and reset is not None and config.uses_tls and config.tls_cert_file is None:
-        tls = ssl.SSLError(f"the server reset the connection: {reset}")
-    if tls is not None:
+    if tls_reason is None and reset is not None and config.uses_tls and config.tls_cert_file is None:
+        tls_reason = f"the server reset the connection: {reset}"
+    if tls_reason is not None:
         return (
-            f"{head}: TLS handshake failed ({tls.reason or tls}); if the server requires a client "
+            f"{head}: TLS handshake failed ({tls_reason}); if the server requires a client "
             "certificate pass --tls-cert and --tls-key (NatsConfig.tls_cert_file / tls_key_file)"
         )
     if any(_is_fatal(e) for e in causes):
