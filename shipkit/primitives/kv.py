@@ -29,7 +29,7 @@ from nats.js.kv import KeyValue
 
 from shipkit import _json
 from shipkit._failover import publish_acked
-from shipkit._jetstream import EXPECTED_LAST_SUBJECT_SEQ
+from shipkit._jetstream import EXPECTED_LAST_SUBJECT_SEQ, KV_OPERATION
 from shipkit._names import validate_bucket_name, validate_kv_key, validate_kv_key_pattern
 from shipkit.config import KvBucketConfig, NatsConfig
 from shipkit.connection import ConnectionManager, ConnectionOwner
@@ -238,10 +238,25 @@ class KvStore(ConnectionOwner):
             RevisionConflictError: the key already holds a value.
         """
         validate_kv_key(key)
-        data = _json.dumps(value)
-        kv, _ = self._handle()
-        with self._errors(f"kv create {key} in"):
-            return await kv.create(key, data, validate_keys=False)
+        data, what = _json.dumps(value), f"kv create {key} in"
+        try:
+            return await self._write(what, key, data, 0)
+        except RevisionConflictError:
+            deleted_at = await self._deleted_revision(key)
+            if deleted_at is None:
+                raise
+            return await self._write(what, key, data, deleted_at)  # a deleted key can be created again
+
+    async def _deleted_revision(self, key: str) -> int | None:
+        """The latest revision of ``key`` if it is a delete or purge marker, else None (one direct get)."""
+        self._handle()
+        subject = f"$JS.API.DIRECT.GET.KV_{self.bucket}.$KV.{self.bucket}.{key}"
+        with self._errors(f"kv get {key} in"):
+            msg = await self.connection.request(subject, b"")
+        headers = msg.headers or {}
+        if headers.get(KV_OPERATION) in ("DEL", "PURGE") and "Nats-Sequence" in headers:
+            return int(headers["Nats-Sequence"])
+        return None
 
     async def update(self, key: str, value: Any, revision: int) -> int:
         """Compare-and-set: store ``value`` only if the key's latest revision is ``revision``.
@@ -268,16 +283,21 @@ class KvStore(ConnectionOwner):
             revision: when given, delete only if this is still the latest revision.
         """
         validate_kv_key(key)
-        kv, _ = self._handle()
-        with self._errors(f"kv delete {key} in"):
-            await kv.delete(key, last=revision, validate_keys=False)
+        headers = {KV_OPERATION: "DEL"}
+        if revision is not None:
+            headers[EXPECTED_LAST_SUBJECT_SEQ] = str(revision)
+        await self._marker(f"kv delete {key} in", key, headers)
 
     async def purge(self, key: str) -> None:
         """Remove the key and all its history, leaving one ``purge`` marker."""
         validate_kv_key(key)
-        kv, _ = self._handle()
-        with self._errors(f"kv purge {key} in"):
-            await kv.purge(key)
+        await self._marker(f"kv purge {key} in", key, {KV_OPERATION: "PURGE", "Nats-Rollup": "sub"})
+
+    async def _marker(self, what: str, key: str, headers: dict[str, str]) -> None:
+        """Publish a delete/purge marker, retried through a leader election like every write."""
+        self._handle()
+        with self._errors(what):
+            await publish_acked(self.connection, f"$KV.{self.bucket}.{key}", b"", headers=headers, what=what)
 
     async def read_modify_write(self, key: str, fn: Callable[[Any | None], Any], *, retries: int = 32) -> KvEntry:
         """Apply ``fn`` to the key's current value and store the result with compare-and-set.
