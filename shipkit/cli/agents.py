@@ -21,25 +21,20 @@ import structlog
 
 from shipkit.agents import AgentInfo, Agents, Attachment, Query, Response, Status
 from shipkit.cli._common import format_table
-from shipkit.config import NatsConfig, default_nats_url
+from shipkit.cli._connection_options import connection_options
+from shipkit.config import NatsConfig
 from shipkit.errors import ShipkitError
 
 __all__ = ["agents"]
 
 T = TypeVar("T")
 
-_url_option = click.option(
-    "--nats-url", default=None, help="NATS server URL [default: $SHIPKIT_NATS_URL, $NATS_URL, localhost]"
-)
 
-
-def _run(nats_url: str | None, action: Callable[[Agents], Awaitable[T]]) -> T:
+def _run(nats_config: NatsConfig, action: Callable[[Agents], Awaitable[T]]) -> T:
     """Connect, run ``action``, close; shipkit errors become a clean CLI error (exit 1)."""
 
     async def main() -> T:
-        config = NatsConfig.from_url(
-            nats_url or default_nats_url(), name="shipkit-agents-cli", max_reconnect_attempts=0
-        )
+        config = nats_config.model_copy(update={"name": "shipkit-agents-cli", "max_reconnect_attempts": 0})
         async with Agents(config) as client:
             return await action(client)
 
@@ -98,8 +93,8 @@ def agents() -> None:
 @click.option(
     "--listen", type=float, default=0.0, show_default=True, help="Seconds to collect heartbeats before listing."
 )
-@_url_option
-def list_agents(as_json: bool, listen: float, nats_url: str | None) -> None:
+@connection_options
+def list_agents(as_json: bool, listen: float, nats_config: NatsConfig) -> None:
     """List live agents: owner, instances (live/total), last heartbeat, protocol version."""
 
     async def action(client: Agents) -> list[AgentInfo]:
@@ -111,7 +106,7 @@ def list_agents(as_json: bool, listen: float, nats_url: str | None) -> None:
                 await client.status(info)  # not heard yet: one instance answers with a fresh heartbeat
         return found
 
-    found = _run(nats_url, action)
+    found = _run(nats_config, action)
     if as_json:
         click.echo(json.dumps([_as_dict(info) for info in found], indent=2))
         return
@@ -133,7 +128,7 @@ async def _ask_user(query: Query) -> str:
     "--attach", "attach", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="A file."
 )
 @click.option("--timeout", "timeout_s", type=float, default=60.0, show_default=True, help="Inactivity timeout (s).")
-@_url_option
+@connection_options
 def prompt_agent(
     agent: str,
     text: str,
@@ -141,7 +136,7 @@ def prompt_agent(
     session: str | None,
     attach: tuple[Path, ...],
     timeout_s: float,
-    nats_url: str | None,
+    nats_config: NatsConfig,
 ) -> None:
     """Prompt AGENT with TEXT and print its answer as it streams (status on stderr, dimmed on a terminal)."""
     attachments = [Attachment.from_path(path) for path in attach]
@@ -164,4 +159,4 @@ def prompt_agent(
                 click.echo(click.style(chunk.text, dim=True) if dim else f"[{chunk.text}]", err=True)
         click.echo()
 
-    _run(nats_url, action)
+    _run(nats_config, action)
