@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from shipkit.config import NatsConfig
 
-__all__ = ["CONNECTION_ENV_VARS", "build_config", "connection_options"]
+__all__ = ["CONNECTION_ENV_VARS", "build_config", "connection_options", "connection_options_with_nats_token"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -59,7 +59,11 @@ def build_config(values: dict[str, Any]) -> NatsConfig:
         click.UsageError: the combination is invalid (e.g. ``--tls-cert`` without ``--tls-key``);
             the message names the problem, never a secret (the config hides its input in errors).
     """
-    fields = {field: values[param] for _, param, field, *_ in _OPTIONS if values.get(param) is not None}
+    return _config_from_fields({field: values.get(param) for _, param, field, *_ in _OPTIONS})
+
+
+def _config_from_fields(values: dict[str, Any]) -> NatsConfig:
+    fields = {field: value for field, value in values.items() if value is not None}
     try:
         return NatsConfig(**fields)
     except ValidationError as exc:
@@ -74,24 +78,41 @@ def _describe(error: Any) -> str:
     return f"{flags.get(where, where)}: {message}" if where else message
 
 
+def _connection_options(
+    options: tuple[tuple[str, str, str, str, Any, str], ...],
+) -> Callable[[F], F]:
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            values = {field: kwargs.pop(param) for _, param, field, *_ in options}
+            return func(*args, nats_config=_config_from_fields(values), **kwargs)
+
+        command: Any = wrapper
+        for option, param, _, envvar, kind, help_text in reversed(options):
+            command = click.option(
+                option,
+                param,
+                type=kind,
+                default=None,
+                envvar=envvar,
+                show_envvar=True,
+                metavar="FILE" if kind is _FILE else ("URL" if param == "nats_url" else "TEXT"),
+                help=help_text,
+            )(command)
+        return command  # type: ignore[no-any-return]
+
+    return decorate
+
+
 def connection_options(func: F) -> F:
     """Add the connection options to a click command; it receives ``nats_config: NatsConfig``."""
+    return _connection_options(_OPTIONS)(func)
 
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        values = {param: kwargs.pop(param) for _, param, *_ in _OPTIONS}
-        return func(*args, nats_config=build_config(values), **kwargs)
 
-    command: Any = wrapper
-    for option, param, _, envvar, kind, help_text in reversed(_OPTIONS):
-        command = click.option(
-            option,
-            param,
-            type=kind,
-            default=None,
-            envvar=envvar,
-            show_envvar=True,
-            metavar="FILE" if kind is _FILE else ("URL" if param == "nats_url" else "TEXT"),
-            help=help_text,
-        )(command)
-    return command  # type: ignore[no-any-return]
+def connection_options_with_nats_token(func: F) -> F:
+    """:func:`connection_options` with ``--nats-token`` for a command whose ``--token`` means its own."""
+    renamed = tuple(
+        ("--nats-token", "nats_token", *rest) if option == "--token" else (option, param, *rest)
+        for option, param, *rest in _OPTIONS
+    )
+    return _connection_options(renamed)(func)

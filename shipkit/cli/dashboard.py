@@ -7,37 +7,20 @@ uvicorn are imported only when the command runs, so the rest of the CLI works wi
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from typing import Any, TypeVar
 
 import click
 from pydantic import SecretStr
 
 from shipkit.cli._common import startup_failure
+from shipkit.cli._connection_options import connection_options_with_nats_token
 from shipkit.config import NatsConfig
 from shipkit.errors import ShipkitError
 
 __all__ = ["dashboard_command"]
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _nats_options(func: F) -> F:
-    """Where the NATS server is: the one place to add credential options as the other commands grow them."""
-    return click.option(
-        "--nats-url",
-        metavar="URL",
-        default=None,
-        help="NATS server URL(s), comma-separated.  [default: $SHIPKIT_NATS_URL, $NATS_URL or nats://localhost:4222]",
-    )(func)
-
-
-def _nats_config(nats_url: str | None) -> NatsConfig:
-    return NatsConfig.from_url(nats_url, name="shipkit-dashboard")
-
 
 @click.command("dashboard")
-@_nats_options
+@connection_options_with_nats_token
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve on (loopback by default).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8642, show_default=True, help="Port to serve on.")
 @click.option(
@@ -48,13 +31,14 @@ def _nats_config(nats_url: str | None) -> NatsConfig:
     help="Require this token for the page and its API (or set $SHIPKIT_DASHBOARD_TOKEN).",
 )
 @click.option("--allow-actions", is_flag=True, help="Offer cancel, retry and purge buttons on jobs.")
-def dashboard_command(nats_url: str | None, host: str, port: int, token: str | None, allow_actions: bool) -> None:
+def dashboard_command(nats_config: NatsConfig, host: str, port: int, token: str | None, allow_actions: bool) -> None:
     """Serve a live web page of the services, beings, agents, jobs, events and streams on NATS.
 
     \b
     Examples:
       shipkit dashboard
       shipkit dashboard --nats-url nats://nats.internal:4222 --allow-actions
+      shipkit dashboard --creds ops.creds --tls-ca ca.pem --nats-url tls://nats.internal:4222
       SHIPKIT_DASHBOARD_TOKEN=s3cret shipkit dashboard --host 0.0.0.0
     """
     from shipkit.logging import configure_logging
@@ -65,7 +49,7 @@ def dashboard_command(nats_url: str | None, host: str, port: int, token: str | N
     except ImportError as exc:
         raise click.ClickException(f"the dashboard needs its extra: pip install 'shipkit[dashboard]' ({exc})") from exc
     settings = DashboardSettings(
-        nats=_nats_config(nats_url),
+        nats=nats_config.model_copy(update={"name": "shipkit-dashboard"}),
         host=host,
         port=port,
         token=SecretStr(token) if token else None,
