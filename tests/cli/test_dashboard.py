@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+
+import pytest
+import structlog
 from click.testing import CliRunner
 
 from shipkit.cli.dashboard import dashboard_command
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """The command configures logging for its process: undo it, so later tests see the defaults."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    structlog.reset_defaults()
+    root.setLevel(level)
+    root.handlers[:] = handlers
 
 
 def test_dashboard_takes_connection_options_and_fails_fast_without_a_server() -> None:
