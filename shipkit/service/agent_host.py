@@ -26,6 +26,7 @@ from typing import Any
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from shipkit import _tracing
 from shipkit._json import dumps
 from shipkit.errors import ServiceError
 from shipkit.logging import get_logger
@@ -100,7 +101,7 @@ class _Outbox:
 class AgentEndpoint(Endpoint):
     """The ``prompt`` endpoint of one agent; each prompt runs in a task the host tracks."""
 
-    __slots__ = ("cancels", "max_payload", "spec")
+    __slots__ = ("_tracer", "cancels", "max_payload", "spec")
 
     def __init__(self, host: Host, spec: AgentSpec, cancels: StreamCancels, max_payload: int) -> None:
         super().__init__(
@@ -116,13 +117,21 @@ class AgentEndpoint(Endpoint):
         self.spec = spec
         self.cancels = cancels
         self.max_payload = max_payload
+        self._tracer = _tracing.tracer()  # decided once at start: prompts are traced or not
 
     async def handle(self, msg: Msg) -> None:
-        """Take one prompt: wait for a free slot, then serve it in a tracked task."""
+        """Take one prompt: wait for a free slot, then serve it in a tracked task (a span when tracing)."""
         self.num_requests += 1
         if self.in_flight >= self.max_concurrency:
             await self._wait_for_slot()
-        self._spawn(self._serve(msg, time.perf_counter_ns()))
+        started = time.perf_counter_ns()
+        if self._tracer is None:
+            self._spawn(self._serve(msg, started))
+            return
+        attributes = {"shipkit.agent": self.spec.subjects.agent, "shipkit.agent.owner": self.spec.subjects.owner}
+        self._spawn(
+            _tracing.run_in_span(self._tracer, msg.subject, msg.headers, attributes, lambda: self._serve(msg, started))
+        )
 
     def _check(self, msg: Msg) -> Any:
         if len(msg.data) > self.max_payload:

@@ -7,7 +7,7 @@ import itertools
 import json
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +191,41 @@ def test_inject_and_extract_round_trip_through_plain_dicts(exporter: InMemorySpa
     extracted = _tracing.extract(headers)
     assert trace.get_current_span(extracted).get_span_context().span_id == outer.get_span_context().span_id
     assert baggage.get_baggage("tenant", extracted) == "t1"
+
+
+async def test_agent_prompt_is_a_span_child_of_the_callers_context(
+    exporter: InMemorySpanExporter, shipkit_connection: ConnectionManager
+) -> None:
+    """A prompt to a hosted agent runs in a `process` span whose parent is the trace context the prompt carried."""
+    service = Service("traced-agents")
+
+    @service.agent("echoer", owner="tests")
+    async def echoer(prompt: Any) -> AsyncIterator[str]:
+        yield "hi"
+
+    runtime = Runtime(service, shipkit_connection)
+    await runtime.start()
+    try:
+        subject = service.agents[0].subjects.subject("prompt")
+        tracer = _tracing.tracer()
+        with tracer.start_as_current_span("caller") as caller:
+            headers = _tracing.inject({})
+            inbox = shipkit_connection.client.new_inbox()
+            done = asyncio.Event()
+
+            async def collect(msg: Any) -> None:
+                if not msg.data and not msg.headers:  # the terminator
+                    done.set()
+
+            sub = await shipkit_connection.client.subscribe(inbox, cb=collect)
+            await shipkit_connection.client.publish(subject, b"hello", reply=inbox, headers=headers)
+            await asyncio.wait_for(done.wait(), timeout=10)
+            await sub.unsubscribe()
+        caller_id = format(caller.get_span_context().span_id, "016x")
+    finally:
+        await runtime.shutdown()
+    spans = [span_record(span) for span in exporter.get_finished_spans()]
+    prompt = _one(spans, f"process {subject}")
+    assert prompt["parent_id"] == caller_id
+    assert prompt["attributes"]["shipkit.agent"] == "echoer"
+    assert prompt["attributes"]["messaging.system"] == "nats"
