@@ -27,6 +27,7 @@ import multiprocessing
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -286,3 +287,29 @@ class ForeignLoad:
             load = self.stop()
             if load < threshold or time.monotonic() > deadline:
                 return load
+
+
+def spawn_ready(args: list[str], *, env: dict[str, str] | None = None, what: str = "child") -> subprocess.Popen[str]:
+    """Start ``args`` as a child that prints ``READY`` on stdout once it works; return when it did.
+
+    Its stdin is its stop signal: :func:`stop_children` closes it.
+    """
+    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if line.strip() != "READY":
+        raise RuntimeError(f"{what} failed to start: {line!r}")
+    return proc
+
+
+def stop_children(procs: list[subprocess.Popen[str]], timeout_s: float = 30) -> None:
+    """Close the children's stdin (their stop signal); kill any that does not exit within ``timeout_s``."""
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.close()
+    for proc in procs:
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

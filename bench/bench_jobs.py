@@ -32,6 +32,7 @@ from typing import Any
 
 import nats
 import structlog
+from _common import spawn_ready, stop_children
 from nats.js import api
 
 from shipkit.config import NatsConfig
@@ -125,21 +126,12 @@ async def run_raw_consumer(url: str, consumer: str) -> None:
 
 def spawn(*args: str) -> subprocess.Popen[str]:
     """Start this script in a child role and wait for READY."""
-    proc = subprocess.Popen([sys.executable, __file__, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if line.strip() != "READY":
-        raise RuntimeError(f"child {args} failed to start: {line!r}")
-    return proc
+    return spawn_ready([sys.executable, __file__, *args], what=f"child {args}")
 
 
 def finish(procs: list[subprocess.Popen[str]]) -> None:
     """Close the children's stdin (their stop signal) and wait for them."""
-    for proc in procs:
-        assert proc.stdin is not None
-        proc.stdin.close()
-    for proc in procs:
-        proc.wait(30)
+    stop_children(procs)
 
 
 # -- measurements ---------------------------------------------------------------------------

@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from _common import print_table, quiet_logging, warm_allocator
+from _common import print_table, quiet_logging, spawn_ready, stop_children, warm_allocator
 
 PAYLOAD_S = "x" * 64
 REQUIRES = {
@@ -318,24 +318,12 @@ def spawn_worker(system: str, url: str, concurrency: int) -> subprocess.Popen[st
     """A worker child of ``system``; returns once it printed READY."""
     env = {**os.environ, "PEERS_URL": url}
     args = [sys.executable, __file__, "--role", "worker", "--system", system, "--concurrency", str(concurrency)]
-    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if line.strip() != "READY":
-        raise RuntimeError(f"{system} worker failed to start: {line!r}")
-    return proc
+    return spawn_ready(args, env=env, what=f"{system} worker")
 
 
 def stop_workers(procs: list[subprocess.Popen[str]]) -> None:
     """Close the children's stdin (their stop signal); kill any that does not exit."""
-    for proc in procs:
-        assert proc.stdin is not None
-        proc.stdin.close()
-    for proc in procs:
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    stop_children(procs)
 
 
 def measure(
@@ -366,7 +354,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=5000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--latency", type=int, default=200, help="jobs timed one at a time for the p50")
+    parser.add_argument("--latency", type=int, default=200, help="jobs timed one at a time for the p50 (0: skip)")
     args = parser.parse_args()
     warm_allocator()
     quiet_logging()
@@ -422,11 +410,13 @@ def run_all(systems: list[str], urls: dict[str, str], pids: dict[str, int], args
     for system in systems:
         global URL
         URL = urls[system]
-        procs = [spawn_worker(system, urls[system], args.concurrency)]
-        try:
-            p50 = asyncio.run(latency_ms(system, args.latency))
-        finally:
-            stop_workers(procs)
+        p50: float | None = None
+        if args.latency > 0:  # 0: skip the latency pass
+            procs = [spawn_worker(system, urls[system], args.concurrency)]
+            try:
+                p50 = asyncio.run(latency_ms(system, args.latency))
+            finally:
+                stop_workers(procs)
         one, two = results[(system, 1)], results[(system, 2)]
         cpu = " / ".join(
             f"{statistics.median(r[k] for r in one):.0f}" for k in ("server_us", "workers_us", "producer_us")
@@ -436,7 +426,7 @@ def run_all(systems: list[str], urls: dict[str, str], pids: dict[str, int], args
             f"{statistics.median(r['rate'] for r in one):.0f}",
             f"{statistics.median(r['rate'] for r in two):.0f}",
             cpu,
-            f"{p50:.1f} ms",
+            f"{p50:.1f} ms" if p50 is not None else "-",
         ])  # fmt: skip
     return rows
 
