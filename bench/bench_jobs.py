@@ -11,6 +11,14 @@ Run (starts its own nats-server; not part of the test suite)::
    raw ceiling: the same N payloads published with nats-py (pipelined) to a work-queue stream
    and pull-consumed + acked by 1 or 2 nats-py processes (``fetch(100)``). Variants alternate
    (A B A B ...) and the median of ``--repeat`` runs is reported with the ratio.
+   With ``--floor``, the same jobs through raw record protocols written by hand in nats-py (no
+   shipkit), to show how much of the gap to the ceiling is the protocol (writes per job) and how
+   much is the framework. ``full`` writes what a shipkit job writes: the submitter creates the
+   record (compare-and-set on "new"), publishes the dispatch and a ``job.queued`` event; the
+   consumer sets the record ``running`` and then ``complete`` with the result (each a
+   compare-and-set on the revision before), publishes ``job.running`` and ``job.complete``, and
+   acks. ``minimal``: the dispatch message is the queued record and the consumer only creates
+   the ``complete`` record and acks. The others add one piece back (``FLOOR_PROTOCOLS``).
 2. Scale. ``submit``, ``claim`` and ``counts`` latency (median of many calls) with 100 and with
    ``--scale`` jobs already queued.
 
@@ -41,6 +49,8 @@ from shipkit.server import NatsServer
 
 RAW_STREAM = "BENCH_RAW"
 RAW_SUBJECT = "bench.raw.work"
+FLOOR_BUCKET = "BENCH_FLOOR"  # the records of the raw record protocol (--floor)
+FLOOR_EVENTS = "BENCH_FLOOR_EVENTS"
 SERVER_PID: int | None = None  # set when this script started the server: its CPU is reported too
 LEVELS = 3  # priority levels the job workers serve (--priority-levels; 3 is the default of job_worker)
 
@@ -122,6 +132,111 @@ async def run_raw_consumer(url: str, consumer: str) -> None:
             json.loads(msg.data)
             await msg.ack()
     await nc.close()
+
+
+FLOOR_PROTOCOLS = {
+    # name: (record created at submit, running record written, job.* events published)
+    "full": (True, True, True),  # what shipkit writes: 7 writes per job
+    "record+events": (True, False, True),
+    "minimal+running": (False, True, False),
+    "minimal+events": (False, False, True),
+    "minimal": (False, False, False),  # the dispatch message is the queued record: 2 writes per job
+}
+EXPECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
+
+
+async def run_floor_consumer(url: str, consumer: str, protocol: str) -> None:
+    """A raw record protocol's worker: fetch(100), then per job (concurrently) its writes and the ack.
+
+    Record writes are awaited (each is a compare-and-set on the revision before it); events are
+    pipelined (``publish_async``) and confirmed before the ack.
+    """
+    _, running, events = FLOOR_PROTOCOLS[protocol]
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    sub = await js.pull_subscribe_bind(consumer, stream=RAW_STREAM)
+    print("READY", flush=True)
+    stop = asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+    async def one(msg: Any) -> None:
+        body = json.loads(msg.data)
+        job_id, record, rev = body["id"], body["job"], body["rev"]
+        subject = f"$KV.{FLOOR_BUCKET}.job.{job_id}"
+        sent = []
+        if running:
+            record["state"] = "running"
+            ack = await js.publish(subject, json.dumps(record).encode(), headers={EXPECT_SEQ: str(rev)})
+            rev = ack.seq
+            if events:
+                sent.append(await js.publish_async("bench.floor.events.job.running", b'{"id":"%s"}' % job_id.encode()))
+        record["state"], record["result"] = "complete", record["payload"]
+        await js.publish(subject, json.dumps(record).encode(), headers={EXPECT_SEQ: str(rev)})
+        if events:
+            sent.append(await js.publish_async("bench.floor.events.job.complete", b'{"id":"%s"}' % job_id.encode()))
+        if sent:
+            await asyncio.gather(*sent)
+        await msg.ack()
+
+    while not stop.done():
+        try:
+            msgs = await sub.fetch(100, timeout=0.5)
+        except (TimeoutError, nats.errors.TimeoutError):
+            continue
+        await asyncio.gather(*(one(msg) for msg in msgs))
+    await nc.close()
+
+
+async def measure_floor(url: str, jobs: int, processes: int, run: int, protocol: str) -> tuple[float, dict[str, float]]:
+    """Seconds for ``jobs`` jobs through the raw record protocol ``protocol`` (see the module docstring)."""
+    record_at_submit, _, events = FLOOR_PROTOCOLS[protocol]
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    consumer = f"floor_{protocol.replace('+', '_')}{run}p{processes}"
+    subject = f"{RAW_SUBJECT}.{consumer}"
+    await js.add_consumer(
+        RAW_STREAM,
+        api.ConsumerConfig(durable_name=consumer, filter_subject=subject, ack_policy=api.AckPolicy.EXPLICIT),
+    )
+    procs = [
+        spawn("--role", "floor", "--url", url, "--consumer", consumer, "--protocol", protocol) for _ in range(processes)
+    ]
+    try:
+        ids = [f"{consumer}-{i}".encode() for i in range(jobs)]
+        records = [
+            json.dumps({"id": job_id.decode(), "state": "queued", "payload": {"n": i, "data": "x" * 64}}).encode()
+            for i, job_id in enumerate(ids)
+        ]
+        meter = CpuMeter(procs)
+        start = time.perf_counter()
+        for chunk in range(0, jobs, 256):
+            part = list(zip(ids[chunk : chunk + 256], records[chunk : chunk + 256], strict=True))
+            revisions = [0] * len(part)
+            if record_at_submit:
+                creates = await asyncio.gather(
+                    *(
+                        js.publish(f"$KV.{FLOOR_BUCKET}.job.{job_id.decode()}", record, headers={EXPECT_SEQ: "0"})
+                        for job_id, record in part
+                    )
+                )
+                revisions = [ack.seq for ack in creates]
+            sends = [
+                js.publish(subject, b'{"id":"%s","rev":%d,"job":%s}' % (job_id, revision, record))
+                for (job_id, record), revision in zip(part, revisions, strict=True)
+            ]
+            if events:
+                sends += [js.publish("bench.floor.events.job.queued", b'{"id":"%s"}' % job_id) for job_id, _ in part]
+            await asyncio.gather(*sends)
+        while True:
+            info = await js.consumer_info(RAW_STREAM, consumer)
+            if info.num_pending == 0 and info.num_ack_pending == 0:
+                break
+            await asyncio.sleep(0.01)
+        elapsed = time.perf_counter() - start
+        cpu = meter.per_message_us(jobs)
+    finally:
+        finish(procs)
+        await nc.close()
+    return elapsed, cpu
 
 
 def spawn(*args: str) -> subprocess.Popen[str]:
@@ -224,29 +339,41 @@ async def measure_raw(url: str, jobs: int, processes: int, run: int) -> tuple[fl
     return elapsed, cpu
 
 
-async def throughput(url: str, jobs: int, repeat: int, concurrency: int, events: bool) -> dict[str, Any]:
-    """Alternate raw and shipkit runs for 1 and 2 processes; medians and ratios."""
+async def throughput(
+    url: str, jobs: int, repeat: int, concurrency: int, events: bool, floors: list[str]
+) -> dict[str, Any]:
+    """Alternate raw, shipkit and the ``floors`` (raw record protocols) for 1 and 2 processes; medians, ratios."""
     nc = await nats.connect(url)
-    await nc.jetstream().add_stream(
+    js = nc.jetstream()
+    await js.add_stream(
         api.StreamConfig(name=RAW_STREAM, subjects=[f"{RAW_SUBJECT}.>"], retention=api.RetentionPolicy.WORK_QUEUE)
     )
+    if floors:
+        await js.add_stream(
+            api.StreamConfig(name=f"KV_{FLOOR_BUCKET}", subjects=[f"$KV.{FLOOR_BUCKET}.>"], max_msgs_per_subject=1)
+        )
+        await js.add_stream(api.StreamConfig(name=FLOOR_EVENTS, subjects=["bench.floor.events.>"]))
     await nc.close()
     results: dict[str, Any] = {}
     for processes in (1, 2):
-        raw_times, job_times = [], []
+        times: dict[str, list[float]] = {"raw": [], "shipkit": [], **{name: [] for name in floors}}
         for run in range(repeat):
+            pad = " " * len(str(processes))
             raw_time, raw_cpu = await measure_raw(url, jobs, processes, run)
+            times["raw"].append(raw_time)
+            print(f"  {processes}p run {run + 1}: raw {jobs / raw_time:8.0f} msg/s ({_cpu_text(raw_cpu)})", flush=True)
             job_time, job_cpu = await measure_jobs(url, jobs, processes, concurrency, run, events)
-            raw_times.append(raw_time)
-            job_times.append(job_time)
-            print(
-                f"  {processes}p run {run + 1}: raw {jobs / raw_time:8.0f} msg/s ({_cpu_text(raw_cpu)})\n"
-                f"  {' ' * len(str(processes))}        shipkit {jobs / job_time:8.0f} jobs/s ({_cpu_text(job_cpu)})",
-                flush=True,
-            )
-        raw_rate = jobs / statistics.median(raw_times)
-        job_rate = jobs / statistics.median(job_times)
-        results[f"{processes}p"] = {"raw_msgs_per_s": raw_rate, "jobs_per_s": job_rate, "ratio": job_rate / raw_rate}
+            times["shipkit"].append(job_time)
+            print(f"  {pad}        shipkit {jobs / job_time:8.0f} jobs/s ({_cpu_text(job_cpu)})", flush=True)
+            for name in floors:
+                floor_time, floor_cpu = await measure_floor(url, jobs, processes, run, name)
+                times[name].append(floor_time)
+                print(f"  {pad}        {name:<16} {jobs / floor_time:8.0f} jobs/s ({_cpu_text(floor_cpu)})", flush=True)
+        raw_rate = jobs / statistics.median(times["raw"])
+        job_rate = jobs / statistics.median(times["shipkit"])
+        row: dict[str, Any] = {"raw_msgs_per_s": raw_rate, "jobs_per_s": job_rate, "ratio": job_rate / raw_rate}
+        row["floors"] = {name: jobs / statistics.median(times[name]) for name in floors}
+        results[f"{processes}p"] = row
     return results
 
 
@@ -275,7 +402,7 @@ async def scale(url: str, queued: int) -> dict[str, float]:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--role", choices=["driver", "worker", "raw"], default="driver")
+    parser.add_argument("--role", choices=["driver", "worker", "raw", "floor"], default="driver")
     parser.add_argument("--url", default=None, help="use this server instead of starting one")
     parser.add_argument("--queue", default="bench")
     parser.add_argument("--consumer", default="raw")
@@ -286,6 +413,12 @@ async def main() -> None:
     parser.add_argument("--events", action=argparse.BooleanOptionalAction, default=True, help="job.* events on")
     parser.add_argument("--priority-levels", type=int, default=3, help="priority levels the workers serve")
     parser.add_argument("--latency", type=int, default=300, help="jobs timed one at a time (0: skip)")
+    parser.add_argument(
+        "--floor",
+        default="",
+        help=f"also run these raw record protocols, comma-separated (see above): {', '.join(FLOOR_PROTOCOLS)} or all",
+    )
+    parser.add_argument("--protocol", default="full", help=argparse.SUPPRESS)  # the floor consumer's protocol
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-scale", action="store_true")
     args = parser.parse_args()
@@ -298,6 +431,9 @@ async def main() -> None:
     if args.role == "raw":
         await run_raw_consumer(args.url, args.consumer)
         return
+    if args.role == "floor":
+        await run_floor_consumer(args.url, args.consumer, args.protocol)
+        return
     server = None if args.url else NatsServer().start()
     url = args.url or server.url  # type: ignore[union-attr]
     if server is not None and server._process is not None:
@@ -309,10 +445,19 @@ async def main() -> None:
                 f"throughput: {args.jobs} jobs, {args.repeat} runs, concurrency {args.concurrency}/process, "
                 f"events {'on' if args.events else 'off'}"
             )
-            for key, row in (await throughput(url, args.jobs, args.repeat, args.concurrency, args.events)).items():
+            floors = list(FLOOR_PROTOCOLS) if args.floor == "all" else [f for f in args.floor.split(",") if f]
+            unknown = [name for name in floors if name not in FLOOR_PROTOCOLS]
+            if unknown:
+                parser.error(f"--floor: unknown protocol(s) {unknown}; choose from {list(FLOOR_PROTOCOLS)}")
+            rows = await throughput(url, args.jobs, args.repeat, args.concurrency, args.events, floors)
+            for key, row in rows.items():
+                floor_text = "".join(
+                    f", {name} {rate:.0f} jobs/s (ratio {rate / row['raw_msgs_per_s']:.2f})"
+                    for name, rate in row["floors"].items()
+                )
                 print(
                     f"{key}: raw {row['raw_msgs_per_s']:.0f} msg/s, shipkit {row['jobs_per_s']:.0f} jobs/s, "
-                    f"ratio {row['ratio']:.2f}",
+                    f"ratio {row['ratio']:.2f}{floor_text}",
                     flush=True,
                 )
         if args.latency:

@@ -15,15 +15,26 @@ one at a time.
 
 Durability: shipkit on JetStream file storage with events on; the Redis peers on a redis-server
 started here on a loopback port with ``appendonly yes``, ``appendfsync everysec``; Celery with
-``acks_late``. Python packages come from the ``bench`` extra (``pip install -e '.[bench]'``); a
-system whose package is missing is skipped with a line saying which package, and the Redis peers
+``acks_late``. Python packages come from the ``bench`` extra, one venv for all five systems::
+
+    .venv/bin/pip install -e '.[bench]'
+
+A system whose package is missing is skipped with a line saying which package, and the Redis peers
 are skipped when no ``redis-server`` is on PATH (``apt-get install redis-server``).
+
+Versions: arq (0.28.0, its newest) pins redis-py < 6, and the extra holds the newest of the others
+that accept that: taskiq-redis 1.0.x with taskiq < 0.13, Celery < 5.7 (5.6.3, kombu 5.6.2) and
+redis-py 5.3.x; Dramatiq is at its newest. So the table compares arq 0.28, Dramatiq 2.2, taskiq 0.12,
+Celery 5.6 (what ``pip install -e '.[bench]'`` picks today). Installing a newer Celery (5.7),
+taskiq (0.13) or taskiq-redis (1.1+) into the same venv pulls redis-py >= 6, which arq does not
+accept.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import importlib.util
 import os
 import shutil
@@ -144,6 +155,7 @@ async def run_worker(system: str, concurrency: int) -> None:
             max_jobs=concurrency,
             handle_signals=False,
             keep_result=3600,
+            poll_delay=0.005,  # arq's default 0.5 s poll would put half a second into every latency sample
         )
         task = asyncio.create_task(worker.async_run())
         print("READY", flush=True)
@@ -326,6 +338,16 @@ def stop_workers(procs: list[subprocess.Popen[str]]) -> None:
     stop_children(procs)
 
 
+def release_results() -> None:
+    """Collect the cycles a run left, while its server still runs and outside the timed part.
+
+    Celery's ``AsyncResult`` objects sit in reference cycles and unsubscribe from Redis when freed:
+    left to the collector they would do so during another system's run, or at exit after
+    redis-server stopped, where each retries the connection for about 20 s.
+    """
+    gc.collect()
+
+
 def measure(
     system: str, url: str, server_pid: int | None, jobs: int, processes: int, concurrency: int
 ) -> dict[str, float]:
@@ -341,6 +363,7 @@ def measure(
         elapsed = time.perf_counter() - start
         after = (_cpu_s(server_pid), sum(_cpu_s(p.pid) for p in procs), time.process_time())
     finally:
+        release_results()
         stop_workers(procs)
     cpu = [(b - a) * 1e6 / jobs for a, b in zip(before, after, strict=True)]
     return {"rate": jobs / elapsed, "server_us": cpu[0], "workers_us": cpu[1], "producer_us": cpu[2]}
@@ -416,6 +439,7 @@ def run_all(systems: list[str], urls: dict[str, str], pids: dict[str, int], args
             try:
                 p50 = asyncio.run(latency_ms(system, args.latency))
             finally:
+                release_results()
                 stop_workers(procs)
         one, two = results[(system, 1)], results[(system, 2)]
         cpu = " / ".join(

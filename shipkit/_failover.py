@@ -15,6 +15,7 @@ publish that was stored but whose ack was lost is stored once. When retrying end
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import uuid
 from collections.abc import Awaitable, Callable
@@ -59,9 +60,15 @@ _MAX_DELAY_S = 0.5  # short: the stall after an election should be the election,
 _RETRY_ACK_TIMEOUT_S = 0.5  # how long a retried publish waits for its ack
 
 
+# A random per-process prefix and a counter: unique across processes and restarts like a uuid4
+# per message, without a urandom call on every publish.
+_MSG_ID_PREFIX = uuid.uuid4().hex[:16]
+_msg_ids = itertools.count(1)
+
+
 def new_msg_id() -> str:
     """A fresh ``Nats-Msg-Id`` (the stream's duplicate window drops a repeat of it)."""
-    return uuid.uuid4().hex
+    return f"{_MSG_ID_PREFIX}{next(_msg_ids):x}"
 
 
 async def retry_transient(

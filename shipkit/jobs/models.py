@@ -16,6 +16,8 @@ seed reader (a Rust enum) rejects anything else; the full lifecycle state is the
 from __future__ import annotations
 
 import enum
+import functools
+import operator
 import random
 import time
 from collections.abc import Mapping
@@ -117,6 +119,14 @@ class ResultRef(BaseModel):
     sha256: str
 
 
+# Exclusion tests as C callables (a Python function per field costs a microsecond per record).
+_is_none = functools.partial(operator.is_, None)
+_is_zero = functools.partial(operator.eq, 0)
+_is_one = functools.partial(operator.eq, 1)
+_is_false = functools.partial(operator.is_, False)
+_is_normal = functools.partial(operator.eq, "normal")
+
+
 class Job(BaseModel):
     """One job record as stored in the queue's KV bucket (and returned by ``get``/``list``).
 
@@ -168,30 +178,31 @@ class Job(BaseModel):
     result: Any = None
     error: str | None = None
     state: JobState = JobState.QUEUED
-    attempt: int = 0
-    max_attempts: int | None = None
-    progress: float | None = None
-    progress_message: str | None = None
-    cancel_requested: bool = False
-    run_at: int | None = None
-    idempotency_key: str | None = None
-    last_error: str | None = None
-    timeout_s: float | None = None
-    result_ref: ResultRef | None = None
-    schedule: str | None = None
-    claimed_by: str | None = None
+    # Past the seed's fields and ``state``, a field at its default is left out of the record: a
+    # queued record is half the size, and every reader (this model, a seed reader) gets the same job.
+    attempt: int = Field(default=0, exclude_if=_is_zero)
+    max_attempts: int | None = Field(default=None, exclude_if=_is_none)
+    progress: float | None = Field(default=None, exclude_if=_is_none)
+    progress_message: str | None = Field(default=None, exclude_if=_is_none)
+    cancel_requested: bool = Field(default=False, exclude_if=_is_false)
+    run_at: int | None = Field(default=None, exclude_if=_is_none)
+    idempotency_key: str | None = Field(default=None, exclude_if=_is_none)
+    last_error: str | None = Field(default=None, exclude_if=_is_none)
+    timeout_s: float | None = Field(default=None, exclude_if=_is_none)
+    result_ref: ResultRef | None = Field(default=None, exclude_if=_is_none)
+    schedule: str | None = Field(default=None, exclude_if=_is_none)
+    claimed_by: str | None = Field(default=None, exclude_if=_is_none)
     updated_at: int = Field(default_factory=now_ms)
-    dispatch: int = 1
-    dispatch_seq: int | None = None
-    claimed_from: JobState | None = None
-    priority: Priority = "normal"
-    checkpoint: Any = None
-    checkpoint_ref: ResultRef | None = None
-    retention_s: float | None = None
-    # left out of the JSON when absent, so records written without tracing stay byte-for-byte as before
-    trace_context: dict[str, str] | None = Field(default=None, exclude_if=lambda value: value is None)
+    dispatch: int = Field(default=1, exclude_if=_is_one)
+    dispatch_seq: int | None = Field(default=None, exclude_if=_is_none)
+    claimed_from: JobState | None = Field(default=None, exclude_if=_is_none)
+    priority: Priority = Field(default="normal", exclude_if=_is_normal)
+    checkpoint: Any = Field(default=None, exclude_if=_is_none)
+    checkpoint_ref: ResultRef | None = Field(default=None, exclude_if=_is_none)
+    retention_s: float | None = Field(default=None, exclude_if=_is_none)
+    trace_context: dict[str, str] | None = Field(default=None, exclude_if=_is_none)
     # the last failed attempt's traceback, short (its last frames); absent until an attempt raised
-    last_traceback: str | None = Field(default=None, exclude_if=lambda value: value is None)
+    last_traceback: str | None = Field(default=None, exclude_if=_is_none)
 
     @model_validator(mode="before")
     @classmethod

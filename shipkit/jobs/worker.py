@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any, Self
@@ -35,7 +35,7 @@ from shipkit.errors import LeaseLostError, SerializationError, ShipkitError
 from shipkit.jobs._lease import Lease
 from shipkit.jobs._pull import Puller
 from shipkit.jobs._registry import info_for
-from shipkit.jobs._retry import TRANSIENT_ERRORS, retry_transient
+from shipkit.jobs._retry import TRANSIENT_ERRORS, first_then_retry
 from shipkit.jobs.context import JobContext
 from shipkit.jobs.models import now_ms, served_priorities
 from shipkit.jobs.queue import JobQueue
@@ -268,15 +268,12 @@ class JobWorker:
 
     async def _claim(self, msg: Msg) -> Lease | None:
         """Claim, retrying while the server is briefly unreachable (a landed claim resumes)."""
-        found: list[Lease | None] = []
+        holder, lease_s = self._engine.holder, self.spec.lease_s
 
-        async def attempt() -> None:
-            found.append(
-                await self._engine.holder.claim(msg, lease_s=self.spec.lease_s, default_max_attempts=self._max_attempts)
-            )
+        def attempt() -> Awaitable[Lease | None]:
+            return holder.claim(msg, lease_s=lease_s, default_max_attempts=self._max_attempts)
 
-        await retry_transient(f"claim {msg.subject}", attempt, self.spec.lease_s / 2)
-        return found[-1]
+        return await first_then_retry(f"claim {msg.subject}", attempt, lease_s / 2)
 
     async def _run(self, lease: Lease) -> _Outcome:
         """Validate the payload and run the handler under the timeout; say how it ended."""
@@ -327,7 +324,7 @@ class JobWorker:
             outcome = replace(outcome, delay_s=self._backoff.delay_s(lease.job.attempt))
         deadline_s = self.spec.lease_s + self.queue.connection.config.request_timeout_s
         try:
-            await retry_transient(f"settle {lease.job.id}", lambda: self._apply(lease, outcome), deadline_s)
+            await first_then_retry(f"settle {lease.job.id}", lambda: self._apply(lease, outcome), deadline_s)
         except LeaseLostError:
             self._counts["lost"] += 1
             log.warning("job.lease_lost", job_id=lease.job.id, attempt=lease.attempt, outcome=outcome.kind)

@@ -42,7 +42,35 @@ def test_job_json_starts_with_the_seed_fields_in_contract_order() -> None:
     job = Job(id="JOB-001", payload={"a": 1}, worker="w", queued_by="me", queued_at=5)
     keys = list(json.loads(job.to_json()))
     assert keys[:10] == SEED_FIELDS
-    assert keys[10:13] == ["state", "attempt", "max_attempts"]
+    assert keys[10:] == ["state", "updated_at"]  # shipkit's other fields are left out at their defaults
+    running = job.evolve(state=JobState.RUNNING, attempt=1, max_attempts=3, updated_at=6)
+    assert list(json.loads(running.to_json()))[10:] == ["state", "attempt", "max_attempts", "updated_at"]
+
+
+def test_job_json_leaves_out_defaults_but_keeps_every_set_value() -> None:
+    """Past the seed's fields, defaults are left out; falsy values that were set (progress 0, checkpoint 0) stay."""
+    job = Job(id="JOB-001", payload=None, worker="w", queued_at=5, updated_at=5)
+    data = json.loads(job.to_json())
+    assert data == {
+        "id": "JOB-001",
+        "payload": None,
+        "status": "queued",
+        "worker": "w",
+        "queued_by": "",
+        "queued_at": 5,
+        "started_at": None,
+        "completed_at": None,
+        "result": None,
+        "error": None,
+        "state": "queued",
+        "updated_at": 5,
+    }
+    assert len(job.to_json()) < 250
+    changed = job.evolve(progress=0.0, checkpoint=0, attempt=2, priority="high", dispatch=3, cancel_requested=True)
+    data = json.loads(changed.to_json())
+    assert (data["progress"], data["checkpoint"], data["attempt"], data["priority"]) == (0.0, 0, 2, "high")
+    assert (data["dispatch"], data["cancel_requested"]) == (3, True)
+    assert Job.from_json(changed.to_json()) == changed
 
 
 @pytest.mark.parametrize(
