@@ -85,6 +85,9 @@ def missing_modules(system: str) -> list[str]:
 # -- one module-level app per system, built from the URL in the environment (children import it) --
 
 URL = os.environ.get("PEERS_URL", "")
+# shipkit's queue: a fresh one per timed run, so reading "every complete result" reads this run's only
+QUEUE = os.environ.get("PEERS_QUEUE", "peers")
+RUNS = 0
 
 
 def echo_sync(payload: dict[str, Any]) -> dict[str, Any]:
@@ -137,7 +140,7 @@ async def run_worker(system: str, concurrency: int) -> None:
         from shipkit.config import NatsConfig
         from shipkit.jobs import JobQueue, JobWorker, JobWorkerSpec
 
-        async with JobQueue(NatsConfig.from_url(URL, request_timeout_s=10.0), name="peers") as queue:
+        async with JobQueue(NatsConfig.from_url(URL, request_timeout_s=10.0), name=QUEUE) as queue:
             spec = JobWorkerSpec.from_function(echo, worker="echo", concurrency=concurrency)
             async with JobWorker(queue, spec):
                 print("READY", flush=True)
@@ -200,7 +203,7 @@ async def produce(system: str, payloads: list[dict[str, Any]]) -> None:
     if system == "shipkit":
         from shipkit.jobs import JobQueue
 
-        async with JobQueue(URL, name="peers") as queue:
+        async with JobQueue(URL, name=QUEUE) as queue:
             already = (await queue.counts()).complete
             await queue.submit_many(payloads, "echo")
             while (await queue.counts()).complete < already + len(payloads):  # noqa: ASYNC110 - other processes' work
@@ -219,7 +222,8 @@ async def produce(system: str, payloads: list[dict[str, Any]]) -> None:
         task, broker = _taskiq()
         await broker.startup()
         sent = await asyncio.gather(*(task.kiq(p) for p in payloads))
-        await asyncio.gather(*(s.wait_result(check_interval=0.01, timeout=300) for s in sent))
+        for start in range(0, len(sent), 256):  # 5 000 pollers at once exhaust taskiq-redis's connection pool
+            await asyncio.gather(*(s.wait_result(check_interval=0.01, timeout=300) for s in sent[start : start + 256]))
         await broker.shutdown()
     else:
         await asyncio.to_thread(_produce_sync, system, payloads)
@@ -252,7 +256,7 @@ async def latency_ms(system: str, count: int) -> float:
     if system == "shipkit":
         from shipkit.jobs import JobQueue
 
-        async with JobQueue(URL, name="peers") as queue:
+        async with JobQueue(URL, name=QUEUE) as queue:
             await timed(lambda i: _shipkit_one(queue, i))
     elif system == "arq":
         from arq import create_pool
@@ -328,7 +332,7 @@ def start_redis(directory: str) -> tuple[subprocess.Popen[bytes], str] | None:
 
 def spawn_worker(system: str, url: str, concurrency: int) -> subprocess.Popen[str]:
     """A worker child of ``system``; returns once it printed READY."""
-    env = {**os.environ, "PEERS_URL": url}
+    env = {**os.environ, "PEERS_URL": url, "PEERS_QUEUE": QUEUE}
     args = [sys.executable, __file__, "--role", "worker", "--system", system, "--concurrency", str(concurrency)]
     return spawn_ready(args, env=env, what=f"{system} worker")
 
@@ -352,8 +356,10 @@ def measure(
     system: str, url: str, server_pid: int | None, jobs: int, processes: int, concurrency: int
 ) -> dict[str, float]:
     """One timed run: jobs/s and CPU µs per job of server / workers / producer."""
-    global URL
+    global URL, QUEUE, RUNS
     URL = url
+    RUNS += 1
+    QUEUE = f"peers{RUNS}"
     procs = [spawn_worker(system, url, concurrency) for _ in range(processes)]
     try:
         payloads = [{"i": i, "s": PAYLOAD_S} for i in range(jobs)]
@@ -431,8 +437,9 @@ def run_all(systems: list[str], urls: dict[str, str], pids: dict[str, int], args
                 print(f"  {system:9} {processes}p run {run + 1}: {row['rate']:7.0f} jobs/s", flush=True)
     rows = []
     for system in systems:
-        global URL
+        global URL, QUEUE
         URL = urls[system]
+        QUEUE = "peers_latency"
         p50: float | None = None
         if args.latency > 0:  # 0: skip the latency pass
             procs = [spawn_worker(system, urls[system], args.concurrency)]
