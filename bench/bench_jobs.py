@@ -18,7 +18,10 @@ Run (starts its own nats-server; not part of the test suite)::
    consumer sets the record ``running`` and then ``complete`` with the result (each a
    compare-and-set on the revision before), publishes ``job.running`` and ``job.complete``, and
    acks. ``minimal``: the dispatch message is the queued record and the consumer only creates
-   the ``complete`` record and acks. The others add one piece back (``FLOOR_PROTOCOLS``).
+   the ``complete`` record and acks. The others add one piece back (``FLOOR_PROTOCOLS``); the
+   ``+fast`` ones publish the events as one ADR-50 fast-ingest batch per process (nats-server
+   2.14+, a stream with ``allow_batched``: the server acknowledges every 64 messages instead of
+   each one).
 2. Scale. ``submit``, ``claim`` and ``counts`` latency (median of many calls) with 100 and with
    ``--scale`` jobs already queued.
 
@@ -135,13 +138,78 @@ async def run_raw_consumer(url: str, consumer: str) -> None:
 
 
 FLOOR_PROTOCOLS = {
-    # name: (record created at submit, running record written, job.* events published)
-    "full": (True, True, True),  # what shipkit writes: 7 writes per job
-    "record+events": (True, False, True),
-    "minimal+running": (False, True, False),
-    "minimal+events": (False, False, True),
-    "minimal": (False, False, False),  # the dispatch message is the queued record: 2 writes per job
+    # name: (record created at submit, running record written, job.* events: "" none, "acked", "fast")
+    "full": (True, True, "acked"),  # what shipkit writes: 7 writes per job
+    "full+fast": (True, True, "fast"),
+    "record+events": (True, False, "acked"),
+    "minimal+running": (False, True, ""),
+    "minimal+events": (False, False, "acked"),
+    "minimal+fast": (False, False, "fast"),
+    "minimal": (False, False, ""),  # the dispatch message is the queued record: 2 writes per job
 }
+FAST_FLOW = 64  # the fast-ingest batch's requested ack interval (messages)
+
+
+class FastIngest:
+    """Events as one ADR-50 fast-ingest batch (nats-server 2.14+, ``allow_batched``): no ack per message.
+
+    The server acknowledges every ``flow`` messages on one inbox; a publisher more than two flow
+    windows ahead of the last acknowledgement waits. (A bench floor: a gap or an error ends the
+    run with an exception, nothing is re-sent.)
+    """
+
+    def __init__(self, nc: Any) -> None:
+        self._nc = nc
+        self._id = os.urandom(8).hex()
+        self._inbox = f"{nc.new_inbox()}.{self._id}"
+        self._seq = 0
+        self._acked = 0
+        self._flow = FAST_FLOW
+        self._progress = asyncio.Event()
+        self._started: asyncio.Future[None] | None = None
+        self._commit: asyncio.Future[Any] | None = None
+
+    async def start(self) -> None:
+        await self._nc.subscribe(f"{self._inbox}.>", cb=self._on_reply)
+
+    async def _on_reply(self, msg: Any) -> None:
+        answer = json.loads(msg.data)
+        if answer.get("type") == "ack":
+            self._acked, self._flow = max(self._acked, answer["seq"]), answer["msgs"] or self._flow
+            self._progress.set()
+            if self._started is not None and not self._started.done():
+                self._started.set_result(None)
+        elif answer.get("type") == "gap" or "error" in answer:
+            raise RuntimeError(f"fast batch {self._id}: {answer}")
+        elif self._commit is not None and not self._commit.done():
+            self._commit.set_result(answer)
+
+    def _reply(self, op: int) -> str:
+        return f"{self._inbox}.{FAST_FLOW}.fail.{self._seq}.{op}.$FI"
+
+    async def publish(self, subject: str, data: bytes) -> None:
+        if self._started is None:  # the first message starts the batch: nothing more before its answer
+            self._started = asyncio.get_running_loop().create_future()
+            self._seq = 1
+            await self._nc.publish(subject, data, reply=self._reply(0))
+            await asyncio.wait_for(self._started, 10)
+            return
+        if not self._started.done():
+            await asyncio.wait_for(asyncio.shield(self._started), 10)
+        while self._seq - self._acked >= 2 * self._flow:
+            self._progress.clear()
+            await asyncio.wait_for(self._progress.wait(), 10)
+        self._seq += 1
+        await self._nc.publish(subject, data, reply=self._reply(1))
+
+    async def close(self) -> None:
+        if self._seq:
+            self._commit = asyncio.get_running_loop().create_future()
+            self._seq += 1
+            await self._nc.publish("bench.floor.events.eob", b"", reply=self._reply(3))
+            await asyncio.wait_for(self._commit, 10)
+
+
 EXPECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 
 
@@ -154,6 +222,16 @@ async def run_floor_consumer(url: str, consumer: str, protocol: str) -> None:
     _, running, events = FLOOR_PROTOCOLS[protocol]
     nc = await nats.connect(url)
     js = nc.jetstream()
+    fast = FastIngest(nc) if events == "fast" else None
+    if fast is not None:
+        await fast.start()
+
+    async def event(subject: str, data: bytes) -> Any:
+        if fast is not None:
+            await fast.publish(subject, data)
+            return None
+        return await js.publish_async(subject, data)
+
     sub = await js.pull_subscribe_bind(consumer, stream=RAW_STREAM)
     print("READY", flush=True)
     stop = asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
@@ -168,11 +246,12 @@ async def run_floor_consumer(url: str, consumer: str, protocol: str) -> None:
             ack = await js.publish(subject, json.dumps(record).encode(), headers={EXPECT_SEQ: str(rev)})
             rev = ack.seq
             if events:
-                sent.append(await js.publish_async("bench.floor.events.job.running", b'{"id":"%s"}' % job_id.encode()))
+                sent.append(await event("bench.floor.events.job.running", b'{"id":"%s"}' % job_id.encode()))
         record["state"], record["result"] = "complete", record["payload"]
         await js.publish(subject, json.dumps(record).encode(), headers={EXPECT_SEQ: str(rev)})
         if events:
-            sent.append(await js.publish_async("bench.floor.events.job.complete", b'{"id":"%s"}' % job_id.encode()))
+            sent.append(await event("bench.floor.events.job.complete", b'{"id":"%s"}' % job_id.encode()))
+        sent = [future for future in sent if future is not None]
         if sent:
             await asyncio.gather(*sent)
         await msg.ack()
@@ -183,6 +262,8 @@ async def run_floor_consumer(url: str, consumer: str, protocol: str) -> None:
         except (TimeoutError, nats.errors.TimeoutError):
             continue
         await asyncio.gather(*(one(msg) for msg in msgs))
+    if fast is not None:
+        await fast.close()
     await nc.close()
 
 
@@ -191,6 +272,9 @@ async def measure_floor(url: str, jobs: int, processes: int, run: int, protocol:
     record_at_submit, _, events = FLOOR_PROTOCOLS[protocol]
     nc = await nats.connect(url)
     js = nc.jetstream()
+    fast = FastIngest(nc) if events == "fast" else None
+    if fast is not None:
+        await fast.start()
     consumer = f"floor_{protocol.replace('+', '_')}{run}p{processes}"
     subject = f"{RAW_SUBJECT}.{consumer}"
     await js.add_consumer(
@@ -223,8 +307,11 @@ async def measure_floor(url: str, jobs: int, processes: int, run: int, protocol:
                 js.publish(subject, b'{"id":"%s","rev":%d,"job":%s}' % (job_id, revision, record))
                 for (job_id, record), revision in zip(part, revisions, strict=True)
             ]
-            if events:
+            if events == "acked":
                 sends += [js.publish("bench.floor.events.job.queued", b'{"id":"%s"}' % job_id) for job_id, _ in part]
+            elif events == "fast":
+                for job_id, _ in part:
+                    await fast.publish("bench.floor.events.job.queued", b'{"id":"%s"}' % job_id)
             await asyncio.gather(*sends)
         while True:
             info = await js.consumer_info(RAW_STREAM, consumer)
@@ -235,6 +322,8 @@ async def measure_floor(url: str, jobs: int, processes: int, run: int, protocol:
         cpu = meter.per_message_us(jobs)
     finally:
         finish(procs)
+        if fast is not None:
+            await fast.close()
         await nc.close()
     return elapsed, cpu
 
@@ -352,7 +441,13 @@ async def throughput(
         await js.add_stream(
             api.StreamConfig(name=f"KV_{FLOOR_BUCKET}", subjects=[f"$KV.{FLOOR_BUCKET}.>"], max_msgs_per_subject=1)
         )
-        await js.add_stream(api.StreamConfig(name=FLOOR_EVENTS, subjects=["bench.floor.events.>"]))
+        # allow_batched (fast ingest, ADR-50) is newer than nats-py's StreamConfig: created through the API
+        events_config = {"name": FLOOR_EVENTS, "subjects": ["bench.floor.events.>"], "allow_batched": True}
+        answer = json.loads(
+            (await nc.request(f"$JS.API.STREAM.CREATE.{FLOOR_EVENTS}", json.dumps(events_config).encode())).data
+        )
+        if "error" in answer:
+            raise RuntimeError(f"create {FLOOR_EVENTS}: {answer['error']}")
     await nc.close()
     results: dict[str, Any] = {}
     for processes in (1, 2):
