@@ -8,7 +8,6 @@ so a retried call (after a lost answer) writes the same record and finishes what
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +30,7 @@ from shipkit.jobs._lease import Lease, LeaseKeeper
 from shipkit.jobs._progress import ProgressCoalescer
 from shipkit.jobs._results import ResultStore
 from shipkit.jobs._retention import Retention
+from shipkit.jobs._settle import Settlement, settle
 from shipkit.jobs._store import NEW, JobStore
 from shipkit.jobs.models import Backoff, Job, JobState, now_ms
 from shipkit.jobs.schedule import Schedule
@@ -90,7 +90,7 @@ class Holder:
                 body = DispatchBody(made.id, made.dispatch, made_revision, made, None)
         except (SerializationError, ValidationError, TypeError, ValueError) as exc:
             log.warning("job.dispatch_undecodable", subject=msg.subject, reason=str(exc)[:200])
-            await self._settle_msg(msg, "term")
+            await self._settle_msg(msg, Settlement.TERM)
             return None
         if body.job_id is None:  # pragma: no cover - decode() returns an id or a schedule
             return None
@@ -113,11 +113,11 @@ class Holder:
         written = await self._store.update(body.job_id, claim, known=known)
         if written is None:
             log.warning("job.dispatch_orphan", job_id=body.job_id, subject=msg.subject)
-            await self._settle_msg(msg, "term")
+            await self._settle_msg(msg, Settlement.TERM)
             return None
         job = written.after
         if job is None:  # stale: finished, superseded, or a duplicate of a held job
-            await self._settle_msg(msg, "ack")
+            await self._settle_msg(msg, Settlement.ACK)
             return None
         if written.changed:
             return await self._claimed(written.before.state, job, written.revision, msg, lease_s)
@@ -141,7 +141,7 @@ class Holder:
             takeover = before is JobState.RUNNING
             await self._announcer.transition(before.value, job, revision, "job.running", takeover=takeover)
             return lease
-        await self._settle_msg(msg, "term" if job.state is JobState.DEAD else "ack")
+        await self._settle_msg(msg, Settlement.TERM if job.state is JobState.DEAD else Settlement.ACK)
         event = "job.dead" if job.state is JobState.DEAD else "job.cancelled"
         await self._announcer.transition(before.value, job, revision, event, error=job.error)
         if self._retention is not None:
@@ -213,7 +213,7 @@ class Holder:
         lease: Lease,
         change: Callable[[Job], Job],
         event: str,
-        ack: str,
+        ack: Settlement,
         *,
         nak_delay_s: float = 0.0,
         **extra: Any,
@@ -240,7 +240,7 @@ class Holder:
         value, ref = await self._results.store(lease.job.id, result)
         at = now or now_ms()
         return await self._finish(
-            lease, lambda j: step.complete(j, result=value, result_ref=ref, now=at), "job.complete", "ack"
+            lease, lambda j: step.complete(j, result=value, result_ref=ref, now=at), "job.complete", Settlement.ACK
         )
 
     async def fail(
@@ -265,7 +265,7 @@ class Holder:
                 lease,
                 lambda j: step.failed(j, error=error, now=at, traceback=traceback),
                 "job.failed",
-                "term",
+                Settlement.TERM,
                 error=error,
             )
         if step.exhausted(lease.job, self.default_max_attempts):
@@ -275,7 +275,7 @@ class Holder:
             lease,
             lambda j: step.retry_later(j, error=error, delay_s=delay, now=at, traceback=traceback),
             "job.retrying",
-            "nak",
+            Settlement.NAK,
             nak_delay_s=delay,
             error=error,
             delay_s=round(delay, 3),
@@ -284,16 +284,22 @@ class Holder:
     async def dead(self, lease: Lease, error: str, *, now: int | None = None, traceback: str | None = None) -> Job:
         at = now or now_ms()
         return await self._finish(
-            lease, lambda j: step.dead(j, error=error, now=at, traceback=traceback), "job.dead", "term", error=error
+            lease,
+            lambda j: step.dead(j, error=error, now=at, traceback=traceback),
+            "job.dead",
+            Settlement.TERM,
+            error=error,
         )
 
     async def cancelled(self, lease: Lease, *, now: int | None = None) -> Job:
         at = now or now_ms()
-        return await self._finish(lease, lambda j: step.cancelled(j, now=at), "job.cancelled", "ack")
+        return await self._finish(lease, lambda j: step.cancelled(j, now=at), "job.cancelled", Settlement.ACK)
 
     async def give_back(self, lease: Lease, *, now: int | None = None) -> Job:
         at = now or now_ms()
-        job = await self._finish(lease, lambda j: step.given_back(j, now=at), "job.queued", "nak", reason="given back")
+        job = await self._finish(
+            lease, lambda j: step.given_back(j, now=at), "job.queued", Settlement.NAK, reason="given back"
+        )
         lease.signal("lost")  # a handler still running it (release() of a worker's job) must stop
         return job
 
@@ -334,24 +340,8 @@ class Holder:
         with translate_nats_errors(f"renew lease {lease.job.id}"):
             await lease.msg.in_progress()
 
-    async def _settle_msg(self, msg: Msg, how: str, delay_s: float = 0.0) -> None:
-        """Ack, nak (with delay) or term a dispatch message unless it was settled already.
-
-        A nak waits for the server's confirmation, so a job given back is claimable the moment
-        this returns; acks and terms are sent without waiting (a lost one only means a stale
-        redelivery, which the claim drops).
-        """
-        if msg.is_acked:
-            return
-        if how == "nak":
-            payload = b"-NAK"
-            if delay_s:
-                payload += b" " + json.dumps({"delay": int(delay_s * 1e9)}).encode()
-            await self._publisher.request(msg.reply, payload)
-            msg._ackd = True  # nats-py's own flag, so its ack()/nak() refuse a second settlement
-            return
-        with translate_nats_errors(f"{how} {msg.subject}"):
-            await (msg.ack() if how == "ack" else msg.term())
+    async def _settle_msg(self, msg: Msg, how: Settlement, delay_s: float = 0.0) -> None:
+        await settle(msg, how, self._publisher, delay_s)
 
 
 def _claim_key(job: Job) -> tuple[str, int, int | None]:

@@ -23,10 +23,11 @@ from nats.aio.msg import Msg
 
 from shipkit import _jetstream as _js
 from shipkit._publish import PipelinedPublisher
-from shipkit.errors import RevisionConflictError, translate_nats_errors
+from shipkit.errors import RevisionConflictError
 from shipkit.jobs._dispatch_stream import SCHEDULE, SCHEDULE_TARGET, DispatchStream, at_header
 from shipkit.jobs._layout import QueueLayout
 from shipkit.jobs._results import ResultStore
+from shipkit.jobs._settle import Settlement, settle
 from shipkit.jobs._store import Counters, JobStore
 from shipkit.jobs.models import FINISHED_STATES, Job, JobState, now_ms
 from shipkit.logging import get_logger
@@ -77,12 +78,12 @@ class Retention:
             job_id, revision = str(body["id"]), int(body["rev"])
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("job.expiry_undecodable", subject=msg.subject, reason=str(exc)[:200])
-            await _settle(msg, "term")
+            await settle(msg, Settlement.TERM, self._publisher)
             return
         found = await self._store.get(job_id)
         if found is not None and found[1] == revision:
             await self.delete(found[0], revision, EXPIRED)
-        await _settle(msg, "ack")
+        await settle(msg, Settlement.ACK, self._publisher)
 
     async def delete(self, job: Job, revision: int, reason: str) -> bool:
         """Delete a finished record by compare-and-set and count it; False if it changed meanwhile."""
@@ -116,8 +117,3 @@ class Retention:
             if found is not None and await self.delete(found[0], found[1], PURGED):
                 deleted += 1
         return deleted
-
-
-async def _settle(msg: Msg, how: str) -> None:
-    with translate_nats_errors(f"{how} {msg.subject}"):
-        await (msg.ack() if how == "ack" else msg.term())

@@ -21,6 +21,7 @@ Integration contract (what ``@service.job_worker`` relies on):
 from __future__ import annotations
 
 import asyncio
+import enum
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -68,12 +69,23 @@ class JobWorkerStats:
     lost: int = 0
 
 
+class _Ending(enum.Enum):
+    """How an attempt ended, and so what its settlement writes."""
+
+    COMPLETE = "complete"  # the handler returned: the result is recorded
+    FAIL = "fail"  # it raised or timed out: retried with backoff, or dead when attempts ran out
+    DEAD = "dead"  # retrying cannot help (the payload does not validate)
+    CANCELLED = "cancelled"  # an operator cancelled it
+    SHUTDOWN = "shutdown"  # the worker stopped: given back, the attempt not counted
+    LOST = "lost"  # another worker took it over: nothing is written
+
+
 @dataclass(frozen=True, slots=True)
 class _Outcome:
     """How an attempt ended; ``now`` (and a retry's ``delay_s``) are fixed once so a retried
     settlement writes exactly the same record."""
 
-    kind: str  # complete | fail | dead | cancelled | shutdown | lost
+    kind: _Ending
     value: Any = None
     now: int = field(default_factory=now_ms)
     delay_s: float | None = None
@@ -262,8 +274,8 @@ class JobWorker:
         """Run one attempt and write its outcome (the body of the attempt's span when tracing)."""
         outcome = await self._run(lease)
         if self._tracer is not None:
-            failed = outcome.kind in ("fail", "dead")
-            _tracing.annotate({"shipkit.job.outcome": outcome.kind}, error=str(outcome.value) if failed else None)
+            failed = outcome.kind in (_Ending.FAIL, _Ending.DEAD)
+            _tracing.annotate({"shipkit.job.outcome": outcome.kind.value}, error=str(outcome.value) if failed else None)
         await self._settle(lease, outcome)
 
     async def _claim(self, msg: Msg) -> Lease | None:
@@ -280,13 +292,15 @@ class JobWorker:
         try:
             payload = self.spec.validate_payload(lease.job.payload)
         except ValidationError as exc:
-            return _Outcome("dead", f"payload does not match {_type_name(self.spec.payload_type)}: {_summary(exc)}")
+            return _Outcome(
+                _Ending.DEAD, f"payload does not match {_type_name(self.spec.payload_type)}: {_summary(exc)}"
+            )
         if self._stopping:
-            return _Outcome("shutdown")
+            return _Outcome(_Ending.SHUTDOWN)
         try:
             resume_from = await self._engine.holder.resume_state(lease.job)
         except ShipkitError as exc:  # a checkpoint object that cannot be read: this attempt cannot resume
-            return _Outcome("fail", f"cannot read the checkpoint: {exc}")
+            return _Outcome(_Ending.FAIL, f"cannot read the checkpoint: {exc}")
         context = JobContext(self._engine.holder, lease, resume_from)
         extra = self._extra(context) if self._extra is not None and self.spec.extra_param is not None else None
 
@@ -309,7 +323,7 @@ class JobWorker:
         if not done:
             lease.signal("timeout")
             await asyncio.wait({task}, timeout=_CANCEL_WAIT_S)
-            return _Outcome("fail", f"timed out after {timeout_s:g}s")
+            return _Outcome(_Ending.FAIL, f"timed out after {timeout_s:g}s")
         return _outcome_of(task, lease)
 
     async def _settle(self, lease: Lease, outcome: _Outcome) -> None:
@@ -320,19 +334,19 @@ class JobWorker:
         that never gets through is left to the lease: ``_handle`` stops renewing it and the
         server redelivers the message.
         """
-        if outcome.kind == "fail" and outcome.delay_s is None:
+        if outcome.kind is _Ending.FAIL and outcome.delay_s is None:
             outcome = replace(outcome, delay_s=self._backoff.delay_s(lease.job.attempt))
         deadline_s = self.spec.lease_s + self.queue.connection.config.request_timeout_s
         try:
             await first_then_retry(f"settle {lease.job.id}", lambda: self._apply(lease, outcome), deadline_s)
         except LeaseLostError:
             self._counts["lost"] += 1
-            log.warning("job.lease_lost", job_id=lease.job.id, attempt=lease.attempt, outcome=outcome.kind)
+            log.warning("job.lease_lost", job_id=lease.job.id, attempt=lease.attempt, outcome=outcome.kind.value)
         except TRANSIENT_ERRORS as exc:
             log.error(
                 "job.settle_failed",
                 job_id=lease.job.id,
-                outcome=outcome.kind,
+                outcome=outcome.kind.value,
                 error=str(exc),
                 hint="the job is redelivered when its lease expires",
             )
@@ -340,16 +354,16 @@ class JobWorker:
     async def _apply(self, lease: Lease, outcome: _Outcome) -> None:
         holder, kind, now = self._engine.holder, outcome.kind, outcome.now
         fields = self._fields(lease)  # before the write: a give-back rewinds the record's attempt
-        if kind == "complete":
+        if kind is _Ending.COMPLETE:
             try:
                 await holder.complete(lease, outcome.value, now=now)
                 self._counts["handled"] += 1
                 log.info("job.complete", **fields)
                 return
             except SerializationError as exc:
-                outcome = _Outcome("fail", f"result is not JSON-serialisable: {exc}", now, outcome.delay_s)
-                kind = "fail"
-        if kind == "fail":
+                outcome = _Outcome(_Ending.FAIL, f"result is not JSON-serialisable: {exc}", now, outcome.delay_s)
+                kind = _Ending.FAIL
+        if kind is _Ending.FAIL:
             delay_s = outcome.delay_s if outcome.delay_s is not None else self._backoff.delay_s(lease.job.attempt)
             short = short_traceback(outcome.error) if outcome.error is not None else None
             job = await holder.fail(lease, str(outcome.value), self._backoff, now=now, delay_s=delay_s, traceback=short)
@@ -363,19 +377,19 @@ class JobWorker:
                 error=outcome.value,
                 exc_info=outcome.error,
             )
-        elif kind == "dead":
+        elif kind is _Ending.DEAD:
             await holder.dead(lease, str(outcome.value), now=now)
             self._counts["failed"] += 1
             log.error("job.dead", **fields, state="dead", error=outcome.value)
-        elif kind == "cancelled":
+        elif kind is _Ending.CANCELLED:
             await holder.cancelled(lease, now=now)
             self._counts["cancelled"] += 1
             log.info("job.cancelled", **fields)
-        elif kind == "shutdown":
+        elif kind is _Ending.SHUTDOWN:
             await holder.give_back(lease, now=now)
             self._counts["given_back"] += 1
             log.info("job.given_back", **fields)
-        elif kind == "lost":
+        elif kind is _Ending.LOST:
             raise LeaseLostError(f"job {lease.job.id} was taken over")
 
     def _fields(self, lease: Lease) -> dict[str, Any]:
@@ -401,12 +415,12 @@ def _outcome_of(task: asyncio.Task[Any], lease: Lease) -> _Outcome:
     reason = lease.cancel_reason or ("cancelled" if lease.job.cancel_requested else None)
     if task.cancelled() or (reason is not None and task.exception() is not None):
         if reason in ("cancelled", "shutdown", "lost"):
-            return _Outcome(reason)
-        return _Outcome("fail", "the handler's task was cancelled")
+            return _Outcome(_Ending(reason))
+        return _Outcome(_Ending.FAIL, "the handler's task was cancelled")
     exc = task.exception()
     if exc is not None:
-        return _Outcome("fail", f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, error=exc)
-    return _Outcome("complete", task.result())
+        return _Outcome(_Ending.FAIL, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, error=exc)
+    return _Outcome(_Ending.COMPLETE, task.result())
 
 
 def _type_name(annotation: Any) -> str:
