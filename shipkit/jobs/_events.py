@@ -106,7 +106,7 @@ class Announcer:
         if event_type == "job.progress" and not self._progress_events:
             return
         if event_type is not None and self._events:
-            await self._post_event(event_type, job, extra, msg_id=f"{job.id}.{revision}.{event_type}")
+            await self._post_event(event_type, job, extra, msg_id=self._msg_id(job, revision, event_type))
 
     async def bulk(self, before: str, jobs: list[Job], revisions: list[int], event_type: str) -> None:
         """Announce the same transition of many jobs (one counter increment for all)."""
@@ -115,7 +115,15 @@ class Announcer:
         self._counters.add(before, jobs[0].state.value, len(jobs))
         if self._events:
             for job, revision in zip(jobs, revisions, strict=True):
-                await self._post_event(event_type, job, {}, msg_id=f"{job.id}.{revision}.{event_type}")
+                await self._post_event(event_type, job, {}, msg_id=self._msg_id(job, revision, event_type))
+
+    def _msg_id(self, job: Job, revision: int, event_type: str) -> str:
+        """The event's ``Nats-Msg-Id``: the same for a re-send of one transition, different for any other.
+
+        The queue name is part of it: queues share the event stream and number their jobs and
+        record revisions alike, so ``JOB-001`` at revision 3 of two queues are two transitions.
+        """
+        return f"{self._queue}.{job.id}.{revision}.{event_type}"
 
     async def _post_event(self, event_type: str, job: Job, extra: dict[str, Any], *, msg_id: str) -> None:
         payload: dict[str, Any] = {

@@ -208,6 +208,27 @@ async def test_events_are_stored_in_the_event_bus_stream(queue: JobQueue[Any], s
     assert json.loads(msg.data)["event_type"] == "job.queued"
 
 
+async def test_queues_sharing_the_event_stream_lose_no_event(shipkit_nats_url: str) -> None:
+    """Two queues number their jobs and record revisions alike; every transition of both is stored.
+
+    Their events share one stream and its duplicate window: ids derived from job id and revision
+    alone made the second queue's ``JOB-001`` events duplicates of the first's, silently dropped.
+    """
+    async with JobQueue(shipkit_nats_url, name="left") as left, JobQueue(shipkit_nats_url, name="right") as right:
+        for queue in (left, right):
+            job_id = await queue.submit({"q": queue.name}, "w")
+            assert job_id == "JOB-001"
+            await queue.claim("w")
+            await queue.complete(job_id, queue.name)
+            await queue.flush()
+        nc = await nats.connect(shipkit_nats_url)
+        try:
+            info = await nc.jetstream().stream_info("SHIP_EVENTS")
+        finally:
+            await nc.close()
+    assert info.state.messages == 6  # queued, running, complete for each queue
+
+
 async def test_idempotent_submit_returns_the_first_id_and_queues_once(queue: JobQueue[Any]) -> None:
     """A submit repeated with the same idempotency key returns the same id and creates no second job."""
     first = await queue.submit({"a": 1}, "w", idempotency_key="order-42")
