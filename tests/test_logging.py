@@ -129,3 +129,36 @@ def _read(fd: int) -> bytes:
         return os.read(fd, 65536)
     except OSError:  # EIO: the terminal's other side is closed, all was read
         return b""
+
+
+MANY_LINES_SCRIPT = """
+    import sys
+    from shipkit.logging import configure_logging, get_logger
+    configure_logging("info", "json")
+    log = get_logger("t")
+    for n in range(int(sys.argv[1])):
+        log.info("line.written", n=n, filler="x" * 200)
+"""
+
+
+def test_processes_sharing_stderr_never_split_a_json_line() -> None:
+    """Each record is one write: workers under one supervisor share stderr and no line may interleave.
+
+    (``print`` writes the record and its newline separately; on an unbuffered stderr two
+    processes logging at once produced ``{...}{...}`` lines that no log collector can parse.)
+    """
+    read, write = os.pipe()
+    env = child_env(PYTHONPATH=os.pathsep.join(sys.path))
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(MANY_LINES_SCRIPT), "2000"], stderr=write, env=env, close_fds=True
+        )
+        for _ in range(4)
+    ]
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        lines = pipe.read().decode().splitlines()
+    assert [child.wait(timeout=60) for child in children] == [0, 0, 0, 0]
+    records = [json.loads(line) for line in lines]  # a split or joined line raises here
+    assert len(records) == 4 * 2000
+    assert all(record["event"] == "line.written" for record in records)

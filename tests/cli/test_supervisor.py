@@ -81,7 +81,7 @@ async def test_workers_clean_stop_exits_0(spawn: Spawn) -> None:
     await _wait_count(process, "service.started", 2)
     process.send_signal(signal.SIGINT)
     assert await process.wait_exit() == 0
-    assert len(process.logged("shutdown.complete")) == 2, process.lines
+    assert len(process.logged("shutdown.complete")) == 2, "\n".join(process.lines)
 
 
 async def test_reload_restarts_on_a_source_change(
