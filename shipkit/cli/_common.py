@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 import click
+import structlog
 
 from shipkit.errors import ImportFromStringError, ShipkitError
 from shipkit.service.importer import load_service
@@ -22,6 +24,7 @@ __all__ = [
     "app_dir_option",
     "format_table",
     "load_service_or_exit",
+    "quiet_library_logs",
     "startup_failure",
     "target_argument",
 ]
@@ -32,6 +35,19 @@ EXIT_USAGE = 2
 """A bad option, unknown template, or a file ``new`` would overwrite (click's own usage code)."""
 EXIT_STARTUP_FAILURE = 3
 """The service cannot be imported, the server is unreachable, a stream is missing under ``--verify`` ..."""
+
+
+def quiet_library_logs() -> None:
+    """Unless logging is configured already: the library's warnings and errors only, on stderr.
+
+    For commands whose stdout is their answer (tables, JSON, an agent's reply). One write per
+    record, as :func:`shipkit.logging.configure_logging` does.
+    """
+    if not structlog.is_configured():
+        structlog.configure(
+            wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+            logger_factory=structlog.WriteLoggerFactory(sys.stderr),
+        )
 
 
 def startup_failure(exc: BaseException, *, show_traceback: bool) -> NoReturn:

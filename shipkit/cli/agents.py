@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-import structlog
 
 from shipkit.agents import AgentInfo, Agents, Attachment, Query, Response, Status
-from shipkit.cli._common import format_table
+from shipkit.cli._common import format_table, quiet_library_logs
 from shipkit.cli._connection_options import connection_options
 from shipkit.config import NatsConfig
 from shipkit.errors import ShipkitError
@@ -81,11 +79,7 @@ def _row(info: AgentInfo) -> list[str]:
 @click.group("agents")
 def agents() -> None:
     """Find and prompt agents (the Synadia Agent Protocol for NATS)."""
-    if not structlog.is_configured():  # keep stdout for the answer: warnings only, on stderr
-        structlog.configure(
-            wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-            logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        )
+    quiet_library_logs()  # keep stdout for the output: warnings only, on stderr
 
 
 @agents.command("ls")

@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import click
-import structlog
 
+from shipkit.cli._common import quiet_library_logs
 from shipkit.cli._connection_options import connection_options
 from shipkit.config import NatsConfig
 from shipkit.errors import ShipkitError
@@ -108,11 +107,7 @@ def _echo_json(value: Any) -> None:
 @click.group("jobs")
 def jobs() -> None:
     """Inspect and drive shipkit job queues (durable jobs on NATS JetStream)."""
-    if not structlog.is_configured():  # keep stdout for tables and JSON: warnings only, on stderr
-        structlog.configure(
-            wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-            logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        )
+    quiet_library_logs()  # keep stdout for the output: warnings only, on stderr
 
 
 @jobs.command("ls")
