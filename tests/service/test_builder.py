@@ -154,13 +154,14 @@ async def test_run_stops_on_sigterm_and_runs_shutdown_hooks(shipkit_nats_url: st
     assert signal.getsignal(signal.SIGTERM) == previous
 
 
-def test_service_args_defaults_and_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_service_args_defaults_and_parsing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """ServiceArgs: --data-dir defaults to '.', --nats-url to localhost:4222; both parse."""
     monkeypatch.delenv("SHIPKIT_NATS_URL", raising=False)
     monkeypatch.delenv("NATS_URL", raising=False)
     assert ServiceArgs.parse([]) == ServiceArgs(data_dir=Path("."), nats_url="nats://localhost:4222")
-    parsed = ServiceArgs.parse(["--data-dir", "/tmp/x", "--nats-url", "nats://h:1"])
-    assert parsed == ServiceArgs(data_dir=Path("/tmp/x"), nats_url="nats://h:1")
+    data_dir = tmp_path / "data"  # its own path: a fixed one like /tmp/x may be a file on the machine
+    parsed = ServiceArgs.parse(["--data-dir", str(data_dir), "--nats-url", "nats://h:1"])
+    assert parsed == ServiceArgs(data_dir=data_dir, nats_url="nats://h:1")
     monkeypatch.setenv("NATS_URL", "nats://env:2")
     assert ServiceArgs.parse([]).nats_url == "nats://env:2"
 
