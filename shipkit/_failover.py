@@ -41,6 +41,7 @@ from shipkit.logging import get_logger
 
 __all__ = [
     "TRANSIENT_ERRORS",
+    "first_then_retry",
     "new_msg_id",
     "no_stream_answered",
     "publish_acked",
@@ -103,6 +104,30 @@ async def retry_transient(
             log.debug("failover.retrying", what=what, error=str(exc), delay_s=delay, attempt=attempts)
             await asyncio.sleep(delay)
             delay = min(delay * 2, _MAX_DELAY_S)
+
+
+async def first_then_retry(
+    what: str,
+    action: Callable[[], Awaitable[T]],
+    deadline_s: float,
+    *,
+    transient: tuple[type[BaseException], ...] = TRANSIENT_ERRORS,
+) -> T:
+    """``action()`` once directly, the common case, without the retry loop's frames on every call.
+
+    On a transient failure it is retried by :func:`retry_transient` under what is left of
+    ``deadline_s``; :class:`NotConnectedError` (used before connect or after close) is raised at once.
+    """
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        return await action()
+    except NotConnectedError:
+        raise
+    except transient:
+        pass
+    remaining_s = max(deadline_s - (loop.time() - started), 0.0)
+    return await retry_transient(what, action, remaining_s, transient=transient)
 
 
 async def stream_captures(connection: ConnectionManager, subject: str) -> bool | None:
@@ -175,7 +200,7 @@ async def publish_acked(
         except ClusterUnavailableError:
             await no_stream_answered(connection, subject, what)
 
-    return await retry_transient(what, attempt, config.failover_timeout_s)
+    return await first_then_retry(what, attempt, config.failover_timeout_s)
 
 
 async def _request_unless_reconnected(

@@ -24,13 +24,12 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from shipkit import _jetstream as _js
-from shipkit._failover import TRANSIENT_ERRORS, new_msg_id, no_stream_answered, retry_transient
+from shipkit._failover import TRANSIENT_ERRORS, first_then_retry, new_msg_id, no_stream_answered
 from shipkit._jetstream import check_ack
 from shipkit.connection import ConnectionManager
 from shipkit.errors import (
     ClusterUnavailableError,
     NatsTimeoutError,
-    NotConnectedError,
     ShipkitError,
     as_shipkit_error,
     translate_nats_errors,
@@ -175,14 +174,6 @@ class PipelinedPublisher:
         """
         what = f"publish {subject}"
         sent = _with_msg_id(headers)
-        started = asyncio.get_running_loop().time()
-        try:  # the common case, without the retry loop's closure and frames
-            return check_ack(await self.request(subject, data, headers=sent), what)
-        except NotConnectedError:
-            raise
-        except TRANSIENT_ERRORS:
-            pass  # retried below (no responders: the loop asks whether a stream captures the subject)
-        remaining_s = self.connection.config.failover_timeout_s - (asyncio.get_running_loop().time() - started)
 
         async def attempt() -> dict[str, Any]:
             try:
@@ -190,7 +181,7 @@ class PipelinedPublisher:
             except ClusterUnavailableError:
                 await no_stream_answered(self.connection, subject, what)
 
-        return await retry_transient(what, attempt, max(remaining_s, 0.0))
+        return await first_then_retry(what, attempt, self.connection.config.failover_timeout_s)
 
     async def publish_many(self, messages: list[tuple[str, bytes, dict[str, str] | None]]) -> list[dict[str, Any]]:
         """Many JetStream publishes, pipelined; the PubAcks in order (the first error answer raises).

@@ -32,11 +32,12 @@ from nats.aio.msg import Msg
 from pydantic import ValidationError
 
 from shipkit import _tracing
+from shipkit._failover import first_then_retry
 from shipkit.errors import LeaseLostError, SerializationError, ShipkitError
 from shipkit.jobs._lease import Lease
 from shipkit.jobs._pull import Puller
 from shipkit.jobs._registry import info_for
-from shipkit.jobs._retry import TRANSIENT_ERRORS, first_then_retry
+from shipkit.jobs._retry import TRANSIENT_ERRORS
 from shipkit.jobs.context import JobContext
 from shipkit.jobs.models import now_ms, served_priorities
 from shipkit.jobs.queue import JobQueue
@@ -285,7 +286,7 @@ class JobWorker:
         def attempt() -> Awaitable[Lease | None]:
             return holder.claim(msg, lease_s=lease_s, default_max_attempts=self._max_attempts)
 
-        return await first_then_retry(f"claim {msg.subject}", attempt, lease_s / 2)
+        return await first_then_retry(f"claim {msg.subject}", attempt, lease_s / 2, transient=TRANSIENT_ERRORS)
 
     async def _run(self, lease: Lease) -> _Outcome:
         """Validate the payload and run the handler under the timeout; say how it ended."""
@@ -338,7 +339,9 @@ class JobWorker:
             outcome = replace(outcome, delay_s=self._backoff.delay_s(lease.job.attempt))
         deadline_s = self.spec.lease_s + self.queue.connection.config.request_timeout_s
         try:
-            await first_then_retry(f"settle {lease.job.id}", lambda: self._apply(lease, outcome), deadline_s)
+            await first_then_retry(
+                f"settle {lease.job.id}", lambda: self._apply(lease, outcome), deadline_s, transient=TRANSIENT_ERRORS
+            )
         except LeaseLostError:
             self._counts["lost"] += 1
             log.warning("job.lease_lost", job_id=lease.job.id, attempt=lease.attempt, outcome=outcome.kind.value)
