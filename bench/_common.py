@@ -12,6 +12,7 @@ What every bench needs to compare variants fairly (see the project's performance
   quiet machine and repeat disturbed measurements).
 - :func:`confirm_subscriptions`: return once the server has a nats-py client's SUBs.
 - :func:`quiet_logging`: silence shipkit's structlog and stdlib logging in children (warnings stay).
+- :func:`process_cpu_s`: CPU seconds another process has used so far (from ``/proc``).
 - :func:`percentile`, :func:`median`, :func:`print_table`, :func:`fmt_rate`, :func:`fmt_us`,
   :func:`fmt_ratio`, :func:`machine_note`.
 
@@ -48,6 +49,7 @@ __all__ = [
     "median",
     "percentile",
     "print_table",
+    "process_cpu_s",
     "quiet_logging",
     "warm_allocator",
 ]
@@ -232,6 +234,18 @@ def _machine_busy_s() -> float:
         fields = [int(v) for v in stat.readline().split()[1:]]
     user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
     return (user + nice + system + irq + softirq + steal) * _TICK_S
+
+
+def process_cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` (Linux /proc; 0 elsewhere or for None)."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _own_cpu_s() -> float:

@@ -43,7 +43,7 @@ from typing import Any
 
 import nats
 import structlog
-from _common import spawn_ready, stop_children
+from _common import process_cpu_s, spawn_ready, stop_children
 from nats.js import api
 
 from shipkit.config import NatsConfig
@@ -58,18 +58,6 @@ SERVER_PID: int | None = None  # set when this script started the server: its CP
 LEVELS = 3  # priority levels the job workers serve (--priority-levels; 3 is the default of job_worker)
 
 
-def _cpu_s(pid: int | None) -> float:
-    """CPU seconds (user + system) used so far by process ``pid`` (Linux /proc; 0 elsewhere)."""
-    if pid is None:
-        return 0.0
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 class CpuMeter:
     """CPU per message of the server, the child processes and this process over one measurement."""
 
@@ -78,7 +66,7 @@ class CpuMeter:
         self._start = self._sample()
 
     def _sample(self) -> tuple[float, float, float]:
-        return (_cpu_s(SERVER_PID), sum(_cpu_s(pid) for pid in self._pids), time.process_time())
+        return (process_cpu_s(SERVER_PID), sum(process_cpu_s(pid) for pid in self._pids), time.process_time())
 
     def per_message_us(self, count: int) -> dict[str, float]:
         """``{server, children, driver}``: microseconds of CPU per message since construction."""
@@ -154,8 +142,8 @@ class FastIngest:
     """Events as one ADR-50 fast-ingest batch (nats-server 2.14+, ``allow_batched``): no ack per message.
 
     The server acknowledges every ``flow`` messages on one inbox; a publisher more than two flow
-    windows ahead of the last acknowledgement waits. (A bench floor: a gap or an error ends the
-    run with an exception, nothing is re-sent.)
+    windows ahead of the last acknowledgement waits. (A bench floor: a gap or an error answer ends
+    the run, raised by the next publish or by ``close``; nothing is re-sent.)
     """
 
     def __init__(self, nc: Any) -> None:
@@ -168,6 +156,7 @@ class FastIngest:
         self._progress = asyncio.Event()
         self._started: asyncio.Future[None] | None = None
         self._commit: asyncio.Future[Any] | None = None
+        self._failed: str | None = None
 
     async def start(self) -> None:
         await self._nc.subscribe(f"{self._inbox}.>", cb=self._on_reply)
@@ -180,14 +169,20 @@ class FastIngest:
             if self._started is not None and not self._started.done():
                 self._started.set_result(None)
         elif answer.get("type") == "gap" or "error" in answer:
-            raise RuntimeError(f"fast batch {self._id}: {answer}")
+            self._failed = f"fast batch {self._id}: {answer}"  # raised by the next publish or close
+            self._progress.set()
         elif self._commit is not None and not self._commit.done():
             self._commit.set_result(answer)
 
     def _reply(self, op: int) -> str:
         return f"{self._inbox}.{FAST_FLOW}.fail.{self._seq}.{op}.$FI"
 
+    def _check(self) -> None:
+        if self._failed is not None:
+            raise RuntimeError(self._failed)
+
     async def publish(self, subject: str, data: bytes) -> None:
+        self._check()
         if self._started is None:  # the first message starts the batch: nothing more before its answer
             self._started = asyncio.get_running_loop().create_future()
             self._seq = 1
@@ -199,10 +194,12 @@ class FastIngest:
         while self._seq - self._acked >= 2 * self._flow:
             self._progress.clear()
             await asyncio.wait_for(self._progress.wait(), 10)
+            self._check()
         self._seq += 1
         await self._nc.publish(subject, data, reply=self._reply(1))
 
     async def close(self) -> None:
+        self._check()
         if self._seq:
             self._commit = asyncio.get_running_loop().create_future()
             self._seq += 1
@@ -211,6 +208,23 @@ class FastIngest:
 
 
 EXPECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
+
+
+async def _raw_consumer(js: Any, consumer: str) -> str:
+    """Create durable ``consumer`` on the raw stream, filtered to its own subject; that subject."""
+    subject = f"{RAW_SUBJECT}.{consumer}"
+    config = api.ConsumerConfig(durable_name=consumer, filter_subject=subject, ack_policy=api.AckPolicy.EXPLICIT)
+    await js.add_consumer(RAW_STREAM, config)
+    return subject
+
+
+async def _until_drained(js: Any, consumer: str) -> None:
+    """Return once every message of ``consumer`` was delivered and acked (by other processes)."""
+    while True:
+        info = await js.consumer_info(RAW_STREAM, consumer)
+        if info.num_pending == 0 and info.num_ack_pending == 0:
+            return
+        await asyncio.sleep(0.01)
 
 
 async def run_floor_consumer(url: str, consumer: str, protocol: str) -> None:
@@ -276,11 +290,7 @@ async def measure_floor(url: str, jobs: int, processes: int, run: int, protocol:
     if fast is not None:
         await fast.start()
     consumer = f"floor_{protocol.replace('+', '_')}{run}p{processes}"
-    subject = f"{RAW_SUBJECT}.{consumer}"
-    await js.add_consumer(
-        RAW_STREAM,
-        api.ConsumerConfig(durable_name=consumer, filter_subject=subject, ack_policy=api.AckPolicy.EXPLICIT),
-    )
+    subject = await _raw_consumer(js, consumer)
     procs = [
         spawn("--role", "floor", "--url", url, "--consumer", consumer, "--protocol", protocol) for _ in range(processes)
     ]
@@ -313,11 +323,7 @@ async def measure_floor(url: str, jobs: int, processes: int, run: int, protocol:
                 for job_id, _ in part:
                     await fast.publish("bench.floor.events.job.queued", b'{"id":"%s"}' % job_id)
             await asyncio.gather(*sends)
-        while True:
-            info = await js.consumer_info(RAW_STREAM, consumer)
-            if info.num_pending == 0 and info.num_ack_pending == 0:
-                break
-            await asyncio.sleep(0.01)
+        await _until_drained(js, consumer)
         elapsed = time.perf_counter() - start
         cpu = meter.per_message_us(jobs)
     finally:
@@ -403,11 +409,7 @@ async def measure_raw(url: str, jobs: int, processes: int, run: int) -> tuple[fl
     nc = await nats.connect(url)
     js = nc.jetstream()
     consumer = f"raw{run}p{processes}"
-    subject = f"{RAW_SUBJECT}.{consumer}"
-    await js.add_consumer(
-        RAW_STREAM,
-        api.ConsumerConfig(durable_name=consumer, filter_subject=subject, ack_policy=api.AckPolicy.EXPLICIT),
-    )
+    subject = await _raw_consumer(js, consumer)
     procs = [spawn("--role", "raw", "--url", url, "--consumer", consumer) for _ in range(processes)]
     try:
         bodies = [json.dumps({"n": i, "data": "x" * 64}).encode() for i in range(jobs)]
@@ -415,11 +417,7 @@ async def measure_raw(url: str, jobs: int, processes: int, run: int) -> tuple[fl
         start = time.perf_counter()
         for chunk in range(0, jobs, 256):
             await asyncio.gather(*(js.publish(subject, body) for body in bodies[chunk : chunk + 256]))
-        while True:
-            info = await js.consumer_info(RAW_STREAM, consumer)
-            if info.num_pending == 0 and info.num_ack_pending == 0:
-                break
-            await asyncio.sleep(0.01)
+        await _until_drained(js, consumer)
         elapsed = time.perf_counter() - start
         cpu = meter.per_message_us(jobs)
     finally:

@@ -47,7 +47,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from _common import print_table, quiet_logging, spawn_ready, stop_children, warm_allocator
+from _common import print_table, process_cpu_s, quiet_logging, spawn_ready, stop_children, warm_allocator
 
 PAYLOAD_S = "x" * 64
 REQUIRES = {
@@ -57,18 +57,6 @@ REQUIRES = {
     "taskiq": ("taskiq", "taskiq_redis"),
     "celery": ("celery", "redis"),
 }
-
-
-def _cpu_s(pid: int | None) -> float:
-    """CPU seconds (user + system) used so far by ``pid`` (Linux /proc; 0 elsewhere)."""
-    if pid is None:
-        return 0.0
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _free_port() -> int:
@@ -363,11 +351,11 @@ def measure(
     procs = [spawn_worker(system, url, concurrency) for _ in range(processes)]
     try:
         payloads = [{"i": i, "s": PAYLOAD_S} for i in range(jobs)]
-        before = (_cpu_s(server_pid), sum(_cpu_s(p.pid) for p in procs), time.process_time())
+        before = (process_cpu_s(server_pid), sum(process_cpu_s(p.pid) for p in procs), time.process_time())
         start = time.perf_counter()
         asyncio.run(produce(system, payloads))
         elapsed = time.perf_counter() - start
-        after = (_cpu_s(server_pid), sum(_cpu_s(p.pid) for p in procs), time.process_time())
+        after = (process_cpu_s(server_pid), sum(process_cpu_s(p.pid) for p in procs), time.process_time())
     finally:
         release_results()
         stop_workers(procs)
