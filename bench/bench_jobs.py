@@ -158,8 +158,12 @@ class FastIngest:
         self._commit: asyncio.Future[Any] | None = None
         self._failed: str | None = None
 
-    async def start(self) -> None:
-        await self._nc.subscribe(f"{self._inbox}.>", cb=self._on_reply)
+    @classmethod
+    async def open(cls, nc: Any) -> FastIngest:
+        """A publisher listening for its batch's answers."""
+        fast = cls(nc)
+        await nc.subscribe(f"{fast._inbox}.>", cb=fast._on_reply)
+        return fast
 
     async def _on_reply(self, msg: Any) -> None:
         answer = json.loads(msg.data)
@@ -236,9 +240,7 @@ async def run_floor_consumer(url: str, consumer: str, protocol: str) -> None:
     _, running, events = FLOOR_PROTOCOLS[protocol]
     nc = await nats.connect(url)
     js = nc.jetstream()
-    fast = FastIngest(nc) if events == "fast" else None
-    if fast is not None:
-        await fast.start()
+    fast = await FastIngest.open(nc) if events == "fast" else None
 
     async def event(subject: str, data: bytes) -> Any:
         if fast is not None:
@@ -286,9 +288,7 @@ async def measure_floor(url: str, jobs: int, processes: int, run: int, protocol:
     record_at_submit, _, events = FLOOR_PROTOCOLS[protocol]
     nc = await nats.connect(url)
     js = nc.jetstream()
-    fast = FastIngest(nc) if events == "fast" else None
-    if fast is not None:
-        await fast.start()
+    fast = await FastIngest.open(nc) if events == "fast" else None
     consumer = f"floor_{protocol.replace('+', '_')}{run}p{processes}"
     subject = await _raw_consumer(js, consumer)
     procs = [
