@@ -90,7 +90,7 @@ class Holder:
                 body = DispatchBody(made.id, made.dispatch, made_revision, made, None)
         except (SerializationError, ValidationError, TypeError, ValueError) as exc:
             log.warning("job.dispatch_undecodable", subject=msg.subject, reason=str(exc)[:200])
-            await self._settle_msg(msg, Settlement.TERM)
+            await settle(msg, Settlement.TERM, self._publisher)
             return None
         if body.job_id is None:  # pragma: no cover - decode() returns an id or a schedule
             return None
@@ -113,11 +113,11 @@ class Holder:
         written = await self._store.update(body.job_id, claim, known=known)
         if written is None:
             log.warning("job.dispatch_orphan", job_id=body.job_id, subject=msg.subject)
-            await self._settle_msg(msg, Settlement.TERM)
+            await settle(msg, Settlement.TERM, self._publisher)
             return None
         job = written.after
         if job is None:  # stale: finished, superseded, or a duplicate of a held job
-            await self._settle_msg(msg, Settlement.ACK)
+            await settle(msg, Settlement.ACK, self._publisher)
             return None
         if written.changed:
             return await self._claimed(written.before.state, job, written.revision, msg, lease_s)
@@ -141,7 +141,7 @@ class Holder:
             takeover = before is JobState.RUNNING
             await self._announcer.transition(before.value, job, revision, "job.running", takeover=takeover)
             return lease
-        await self._settle_msg(msg, Settlement.TERM if job.state is JobState.DEAD else Settlement.ACK)
+        await settle(msg, Settlement.TERM if job.state is JobState.DEAD else Settlement.ACK, self._publisher)
         event = "job.dead" if job.state is JobState.DEAD else "job.cancelled"
         await self._announcer.transition(before.value, job, revision, event, error=job.error)
         if self._retention is not None:
@@ -229,7 +229,7 @@ class Holder:
             lease.settled = event
             self._keeper.discard(lease)
             self._announced.pop(claim, None)
-        await self._settle_msg(lease.msg, ack, nak_delay_s)
+        await settle(lease.msg, ack, self._publisher, nak_delay_s)
         await self._announcer.transition(JobState.RUNNING.value, job, lease.revision, event, **extra)
         if self._retention is not None and job.is_finished:
             retention_s = job.retention_s or lease.retention_s or self._default_retention_s
@@ -339,9 +339,6 @@ class Holder:
         """Renew the lease now (the server restarts the message's ``ack_wait`` clock)."""
         with translate_nats_errors(f"renew lease {lease.job.id}"):
             await lease.msg.in_progress()
-
-    async def _settle_msg(self, msg: Msg, how: Settlement, delay_s: float = 0.0) -> None:
-        await settle(msg, how, self._publisher, delay_s)
 
 
 def _claim_key(job: Job) -> tuple[str, int, int | None]:
